@@ -1,0 +1,50 @@
+# The README's two commands: `make findings` and `make test`. Each creates/refreshes .venv first.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONHASHSEED := 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TORCH_HOME := $(CURDIR)/.cache/torch
+export MPLBACKEND := Agg
+
+.PHONY: all env findings test test-nbs test-py bench lab clean-nbs check-sync kernel
+
+all: test
+
+$(STAMP): setup.py settings.ini requirements/constraints.txt tools/lpips_weights.py
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" || true
+	@$(BIN)/python -c "import foresight, torch, transformers, diffusers, lpips, nbdev" || { echo "install failed: see the pip output above"; exit 1; }
+	$(BIN)/python tools/lpips_weights.py
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+## Every experiment notebook on the embedded default (tiny presets, shipped data) into reports/
+findings: $(STAMP)
+	$(BIN)/foresight run all
+	$(BIN)/foresight report
+
+## nbdev_test (every notebook's cells) plus pytest tests/
+test: $(STAMP)
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python -m pytest -q tests/
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/extraction.py
+
+## The notebooks in JupyterLab with the project's environment as kernel
+kernel: $(STAMP)
+	$(BIN)/python -m ipykernel install --user --name foresight --display-name "Python (foresight)"
+
+lab: kernel
+	$(BIN)/jupyter lab nbs/
+
+## Library in sync with notebooks, and clean notebooks (CI runs this)
+check-sync: $(STAMP)
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+	@git diff --exit-code -- foresight nbs || { echo "nbs/ and foresight/ differ from what is committed: run nbdev_export and nbdev_clean, then commit"; exit 1; }
