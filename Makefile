@@ -34,8 +34,10 @@ test: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest -q tests/
 
+## Speed of extraction on a GPU (full-size architectures, random weights) → reports/bench/
 bench: $(STAMP)
-	$(BIN)/python benchmarks/extraction.py
+	$(BIN)/python benchmarks/make_videos.py
+	$(BIN)/python benchmarks/extraction.py --parts vision,llm,vae --best-only --workers 8,15
 
 ## The notebooks in JupyterLab with the project's environment as kernel
 kernel: $(STAMP)
