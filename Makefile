@@ -31,7 +31,7 @@ findings: $(STAMP)
 
 ## nbdev_test (every notebook's cells) plus pytest tests/
 test: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest -q tests/
 
 ## Speed of extraction on a GPU (full-size architectures, random weights) → reports/bench/
