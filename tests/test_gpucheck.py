@@ -37,7 +37,7 @@ def test_a_pass_and_three_kinds_of_failure(tmp_path):
     modes = ['ok', 'nan', 'sweep', 'nowrite']
     nbs = toy_nbs(tmp_path, modes)
     settings = {f'{i:02d}_{m}': dict(mode=m) for i, m in enumerate(modes)}
-    rec = check(out=tmp_path/'gpu', work=tmp_path/'work', nbs=nbs, settings=settings)
+    rec = check(out=tmp_path/'gpu', work=tmp_path/'work', nbs=nbs, settings=settings, jobs=2)   # two processes at once
     by = {e['notebook']: e for e in rec['notebooks']}
     assert [by[k]['passed'] for k in settings] == [True, False, False, False]
     assert 'NonFiniteError' in by['01_nan']['error'] and 'training loss at step 3' in by['01_nan']['error']
@@ -47,6 +47,8 @@ def test_a_pass_and_three_kinds_of_failure(tmp_path):
     assert {'device', 'date', 'commit', 'notebooks'} <= set(on_disk)
     assert all({'notebook', 'params', 'passed', 'seconds', 'peak_gib'} <= set(e) for e in on_disk['notebooks'])
     assert by['00_ok']['params'] == dict(mode='ok') and by['00_ok']['seconds'] > 0
+    assert by['00_ok']['peak_gib'] is None                                   # no GPU here; the peak cell ran
+    assert (tmp_path/'work'/'00_ok'/'gpu_peak.json').exists() and by['00_ok']['slowest'][0]['seconds'] >= 0
     md = (tmp_path/'gpu'/'cpu.md').read_text()
     assert 'Passed: 1 of 4' in md and '| 00_ok | `mode=ok` | yes |' in md
 
