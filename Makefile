@@ -44,7 +44,7 @@ bench: $(STAMP)
 ## Every numbered notebook at full size on a GPU (random-weight 7B and LTX-Video) → reports/gpu/<gpu>.json and .md.
 ## Three parts of under 10 minutes each on an H100/H200; --resume skips notebooks that already passed at this commit.
 gpu-check: $(STAMP)
-	@status=0; for p in 1 2 3; do OMP_NUM_THREADS=8 $(BIN)/python -m foresight.gpucheck --part $$p/3 --resume || status=1; done; exit $$status
+	@status=0; for p in 1 2 3; do OMP_NUM_THREADS=4 $(BIN)/python -m foresight.gpucheck --part $$p/3 --jobs 3 --resume || status=1; done; exit $$status
 
 ## The notebooks in JupyterLab with the project's environment as kernel
 kernel: $(STAMP)
