@@ -194,6 +194,18 @@ class TrainLog:
             findings.figure(fig, f'curves_{self.name}', caption or f'Training curves of {self.name} (TensorBoard: `{self.log_dir.relative_to(self.run_dir)}`)')
         return fig
 
+    def replay(self, rows, step: str | None = 'step'):
+        """Log a loop's history after the fact: `rows` is a list of dicts (as `fit_probe`, `train_queries` or an adapter's
+        `.history` return); each row's numbers go in at `row[step]` (the row's index when `step` is None or missing)."""
+        for i, r in enumerate(rows):
+            s = r.get(step, i) if step else i
+            vals = {k: v for k, v in r.items() if k != step and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for k, v in vals.items():
+                self.history.append((int(s), k, float(v)))
+                if self.writer is not None: self.writer.add_scalar(k, float(v), int(s))
+            if self.wandb is not None and vals: self.wandb.log(vals, step=int(s))
+        return self
+
     def close(self):
         "Flush and close the event file, the progress bar and the W&B run."
         if self.writer is not None: self.writer.flush(); self.writer.close()
