@@ -343,7 +343,7 @@ def dry_run(eid, params: dict | None = None, nbs=None, bench=None) -> str:
     L += ['', f"estimate (rates measured on {r['device']}, {r['date']}, bench {r['name']}; fastest path … plain transformers):"]
     L += [f"  {k}: {_dur(a)} … {_dur(b)}" for k, (a, b) in e['parts'].items()]
     L += [f"  GPU time: {_dur(e['gpu_s'][0])} … {_dur(e['gpu_s'][1])} (plus model loading; training on cached latents not counted)",
-          f"  disk: {_size(e['disk_bytes'])} of cached latents, plus the run folder (figures, tables, checkpoints)"]
+          f"  disk: up to {_size(e['disk_bytes'])} of cached latents (full token grids, bf16), plus the run folder (figures, tables, checkpoints)"]
     return '\n'.join(L)
 
 # %% ../nbs/lib/cli.ipynb #e827b5c8
