@@ -9,7 +9,8 @@ from __future__ import annotations
 __all__ = ['PLAN_TABLES', 'CLIError', 'notebooks', 'resolve_experiment', 'notebook_params', 'parse_value', 'RunFailed',
            'run_name', 'run_experiment', 'grid_points', 'point_name', 'sweep', 'load_config', 'config_experiment',
            'param_defaults', 'check_values', 'bench_rates', 'run_shape', 'estimate', 'dry_run', 'run_point',
-           'parse_gpus', 'sweep_parallel', 'collect_runs', 'report', 'success_tables', 'main']
+           'slurm_parameters', 'parse_gpus', 'visible_gpus', 'sweep_parallel', 'collect_runs', 'report',
+           'success_tables', 'main']
 
 # %% ../nbs/lib/cli.ipynb #10d65025
 import os, re, sys, json, shutil, signal, hashlib, argparse, itertools, datetime
@@ -382,12 +383,17 @@ def _launch_local(specs, folder, gpus, timeout_min):
         raise
     return out
 
+def slurm_parameters(n_points: int, timeout_min: int, slurm: dict | None = None) -> dict:
+    "submitit parameters of a sweep's job array: one task and one GPU per point, all points at once, `slurm` (`--slurm k=v`) on top."
+    return dict(timeout_min=timeout_min, gpus_per_node=1, tasks_per_node=1, name='foresight-sweep',
+                slurm_array_parallelism=n_points, **{f'slurm_{k}': v for k, v in (slurm or {}).items()})
+
 def _launch_slurm(specs, folder, timeout_min, slurm: dict | None = None):
     "Submit `specs` as one Slurm job array (one GPU per point) and wait for it."
     import submitit
-    ex = submitit.AutoExecutor(folder=folder, cluster='slurm')
-    ex.update_parameters(timeout_min=timeout_min, gpus_per_node=1, tasks_per_node=1, name='foresight-sweep',
-                         slurm_array_parallelism=len(specs), **{f'slurm_{k}': v for k, v in (slurm or {}).items()})
+    try: ex = submitit.AutoExecutor(folder=folder, cluster='slurm')
+    except RuntimeError as e: raise CLIError(f"--launcher slurm needs a Slurm cluster ({e}): run the sweep on a login node") from None
+    ex.update_parameters(**slurm_parameters(len(specs), timeout_min, slurm))
     jobs = ex.map_array(run_point, specs)
     print(f"foresight: submitted {len(jobs)} points as Slurm job array {jobs[0].job_id.split('_')[0] if jobs else '-'}; "
           f"logs in {folder}", flush=True)
@@ -408,6 +414,14 @@ def parse_gpus(s) -> list:
     except ValueError: raise CLIError(f"--gpus takes comma-separated device numbers such as 0,1,2 (got {s!r})") from None
     if len(set(g)) != len(g) or any(x < 0 for x in g): raise CLIError(f"--gpus {s!r}: each device once, numbers >= 0")
     return g
+
+def visible_gpus() -> list:
+    "The GPUs this process may use: `$CUDA_VISIBLE_DEVICES` when it lists device numbers, else every device torch sees."
+    env = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if env is not None and re.fullmatch(r'\d+(,\d+)*', env.strip()): return [int(x) for x in env.split(',')]
+    if env is not None and env.strip() == '': return []
+    import torch
+    return list(range(torch.cuda.device_count()))
 
 def sweep_parallel(eid, grid: dict, params: dict | None = None, root=None, name: str | None = None, nbs=None,
                    gpus=None, launcher: str = 'local', timeout_min: int = 24 * 60, slurm: dict | None = None) -> dict:
@@ -439,6 +453,7 @@ def sweep_parallel(eid, grid: dict, params: dict | None = None, root=None, name:
         specs.append(dict(eid=eid, params=dict(params or {}, **pt), name=pn, root=str(root), parent=str(sroot),
                           nbs=str(nbs) if nbs else None, env=env))
     folder = sroot/'.submitit'
+    if launcher == 'local' and not gpus: gpus = visible_gpus()   # submitit would hide every GPU from a job given none
     ran = {} if not specs else (_launch_slurm(specs, folder, timeout_min, slurm) if launcher == 'slurm'
                                 else _launch_local(specs, folder, gpus, timeout_min))
     results, failures = [], []
@@ -627,7 +642,9 @@ def _main(argv=None):
             if gpus: raise CLIError("--gpus runs points concurrently: use it with --launcher local (the default) or slurm")
             out = sweep(a.experiment, _grid(a.grid), _config_params(a, a.experiment), name=a.name)
         else:
-            slurm = dict(kv.split('=', 1) for kv in a.slurm or [] if '=' in kv)
+            bad = [kv for kv in a.slurm or [] if '=' not in kv]
+            if bad: raise CLIError(f"--slurm takes KEY=VALUE (a submitit slurm_ parameter without the prefix), got {bad[0]!r}")
+            slurm = {k: parse_value(v) for k, v in (kv.split('=', 1) for kv in a.slurm or [])}
             out = sweep_parallel(a.experiment, _grid(a.grid), _config_params(a, a.experiment), name=a.name, gpus=gpus,
                                  launcher=launcher, timeout_min=a.timeout_min, slurm=slurm)
         print(f"foresight: {len(out['results'])} results, {len(out['failures'])} failures")

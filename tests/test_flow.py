@@ -204,3 +204,24 @@ def test_gpus_need_a_parallel_launcher(reports, capsys):
     assert main(['sweep', 'e3_2', '-g', 'steps=2', '--gpus', '0,1', '--launcher', 'inline']) == 2
     assert main(['sweep', 'e3_2', '-g', 'steps=2', '--gpus', 'a']) == 2
     assert not reports.exists()
+
+def test_slurm_parameters_are_submitits(tmp_path, monkeypatch):
+    "The real SlurmExecutor accepts the array's parameters and writes them into the sbatch script (a stand-in srun on PATH)."
+    submitit = pytest.importorskip('submitit')
+    from foresight.cli import slurm_parameters, main
+    (tmp_path/'bin').mkdir(); srun = tmp_path/'bin'/'srun'; srun.write_text('#!/bin/sh\nexit 0\n'); srun.chmod(0o755)
+    monkeypatch.setenv('PATH', f"{tmp_path/'bin'}{os.pathsep}{os.environ['PATH']}")
+    ex = submitit.AutoExecutor(folder=tmp_path/'sub', cluster='slurm')
+    ex.update_parameters(**slurm_parameters(4, 90, dict(partition='gpu', cpus_per_task=8)))
+    script = ex._executor._make_submission_file_text('python -m x', 'uid')
+    for line in ('--gpus-per-node=1', '--partition=gpu', '--cpus-per-task=8', '--time=90', '--ntasks-per-node=1'):
+        assert f'#SBATCH {line}' in script
+    assert ex._executor.parameters['array_parallelism'] == 4
+
+def test_slurm_without_a_cluster_is_a_clear_error(reports, capsys, monkeypatch):
+    pytest.importorskip('submitit')
+    import shutil
+    from foresight.cli import main
+    if shutil.which('srun'): pytest.skip('this machine has Slurm')
+    assert main(['sweep', 'e3_2', '-g', 'steps=2', '--launcher', 'slurm', '--name', 's']) == 2
+    assert 'needs a Slurm cluster' in capsys.readouterr().err
