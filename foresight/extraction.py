@@ -90,19 +90,21 @@ def _use_fast(model, fast):
     return (next(model.parameters()).device.type == 'cuda') if fast is None else fast
 
 _COMPILED = {}
-def _block_fn(device):
-    "The compiled packed block on CUDA (compiled once per process), eager elsewhere."
-    if torch.device(device).type != 'cuda': return None
+def _block_fn(device, compile=False):
+    """The compiled packed block when `compile` is asked for on CUDA, else None (eager). Compiling warms up for
+    minutes per new input shape (one graph per block and shape), so it pays only at dataset scale."""
+    if not compile or torch.device(device).type != 'cuda': return None
     from foresight.fastvision import compiled_block_forward
     return _COMPILED.setdefault('block', compiled_block_forward('block'))
 
 @torch.no_grad()
-def extract_vision(model, processor, frames, blocks=(), fast=None):
+def extract_vision(model, processor, frames, blocks=(), fast=None, compile=False):
     """Vision latents of `frames` (`(T, H, W, 3) uint8`, or a list of such clips of any sizes, run as
     one batched call): a `VisionLatents` (or a list) with pre-merge, post-merge and the outputs of
     vision `blocks`, all row-major. `T'` counts temporal patches; `H, W` count 14-px patches.
-    `fast` (default: on CUDA) uses `foresight.fastvision`: GPU patchify and the packed, compiled
-    tower (same values as the plain call to bf16 rounding; see `benchmarks/extraction.py`)."""
+    `fast` (default: on CUDA) uses `foresight.fastvision`: GPU patchify and the packed
+    tower (same values as the plain call to bf16 rounding; see `benchmarks/extraction.py`); `compile=True`
+    adds `torch.compile` of the blocks, worth its warm-up only at dataset scale (`extract_dataset` uses it)."""
     single = not isinstance(frames, (list, tuple))
     clips = [as_frames(f) for f in ([frames] if single else frames)]
     visual = model.model.visual
@@ -112,7 +114,7 @@ def extract_vision(model, processor, frames, blocks=(), fast=None):
         from foresight.fastvision import patchify_batch, packed_vision_forward
         for i, c in enumerate(clips): _check_budget(processor, c, i)
         pv, g = patchify_batch([torch.from_numpy(c) for c in clips], p.device, p.dtype)
-        last, merged, caught = packed_vision_forward(visual, pv, g, blocks=set(ks), block_fn=_block_fn(p.device), fused=p.device.type == 'cuda')
+        last, merged, caught = packed_vision_forward(visual, pv, g, blocks=set(ks), block_fn=_block_fn(p.device, compile), fused=p.device.type == 'cuda')
     else:
         x = vision_inputs(processor, clips, p.device, p.dtype); g = x['grid_thw']
         caught, hooks = {}, [visual.blocks[k].register_forward_hook(lambda m, a, o, k=k: caught.__setitem__(k, o[0] if isinstance(o, tuple) else o)) for k in set(ks)]
@@ -194,7 +196,7 @@ def llm_inputs(processor, clips, texts, fps=None, device=None):
     return {k: (v.to(device) if hasattr(v, 'to') else v) for k, v in b.items()}
 
 @torch.no_grad()
-def extract_llm_hidden(model, processor, frames, text: str = '', layers=(-1,), fps=None, fast=None):
+def extract_llm_hidden(model, processor, frames, text: str = '', layers=(-1,), fps=None, fast=None, compile=False):
     """`{layer: (T', H/2, W/2, D)}`: the language model's hidden states at the visual tokens, with the
     model's own 3-D positions. Layer 0 is the input embeddings (the merged visual tokens), -1 the
     final layer (after the norm). `frames` may be a list of clips (then texts/fps may be lists and a
@@ -216,7 +218,7 @@ def extract_llm_hidden(model, processor, frames, text: str = '', layers=(-1,), f
         vid = 'pixel_values_videos' in b
         hs = fast_llm_hidden(model, b['input_ids'], b['mm_token_type_ids'], b['pixel_values_videos' if vid else 'pixel_values'].to(next(model.parameters()).dtype),
                              b['video_grid_thw' if vid else 'image_grid_thw'].cpu(), b.get('second_per_grid_ts'), b['attention_mask'], layers=tuple(layers),
-                             block_fn=_block_fn(dev), modality='video' if vid else 'image', fused=dev.type == 'cuda')
+                             block_fn=_block_fn(dev, compile), modality='video' if vid else 'image', fused=dev.type == 'cuda')
     else:
         hs = model.model(**{k: v for k, v in b.items() if k != 'token_type_ids'}, output_hidden_states=True, use_cache=False).hidden_states
     merge = model.config.vision_config.spatial_merge_size
@@ -412,7 +414,8 @@ def _try(fn, c):
 POINTS = ('pre_merge', 'post_merge', 'block', 'llm')
 
 def extract_dataset(model, processor, refs, cache_dir, point='post_merge', layer=None, size=448, frames=16, fps=None,
-                    batch_size=16, num_workers=4, shard_size=256, strict=False, progress=True, dtype=None) -> LatentCache:
+                    batch_size=16, num_workers=4, shard_size=256, strict=False, progress=True, dtype=None,
+                    compile=True) -> LatentCache:
     """Extract `point` latents (`pre_merge`, `post_merge`, `block` k = `layer`, or `llm` layer) of every
     clip in `refs` (`ClipRef`s or `Clip`s) into a `LatentCache`. Frames are sampled (`fps`, `frames`),
     centre-cropped and resized to `size` in DataLoader workers; clips of a batch go through one call."""
@@ -422,8 +425,8 @@ def extract_dataset(model, processor, refs, cache_dir, point='post_merge', layer
     def load(r): return r.load(fps=fps, max_frames=frames, size=size) if isinstance(r, ClipRef) else r
     def fn(clips):
         if point == 'llm':
-            return [z[layer].to(dtype or torch.float32) for z in extract_llm_hidden(model, processor, clips, layers=(layer,))]
-        zs = extract_vision(model, processor, [c.frames for c in clips], blocks=(layer,) if point == 'block' else ())
+            return [z[layer].to(dtype or torch.float32) for z in extract_llm_hidden(model, processor, clips, layers=(layer,), compile=compile)]
+        zs = extract_vision(model, processor, [c.frames for c in clips], blocks=(layer,) if point == 'block' else (), compile=compile)
         return [(z.blocks[layer] if point == 'block' else getattr(z, point)).to(dtype or torch.float32) for z in zs]
     meta = dict(model=getattr(model, 'name_or_path', '?'), point=point, layer=layer, size=size, frames=frames, fps=fps)
     return cache_latents(refs, fn, cache_dir, shard_size=shard_size, meta=meta, strict=strict, progress=progress, load=load,
