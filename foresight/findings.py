@@ -7,12 +7,13 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['project_root', 'reports_root', 'safe_name', 'run_name_for', 'resolve_run_dir', 'atomic_write', 'to_jsonable',
-           'ParamError', 'Spec', 'Int', 'Float', 'Bool', 'Str', 'Choice', 'Ints', 'Strs', 'check_params',
-           'NonFiniteError', 'check_finite', 'verdict', 'Metric', 'git_commit', 'environment_info', 'is_random_preset',
-           'Findings', 'stable_results', 'diff_results']
+           'ParamError', 'Spec', 'Int', 'Float', 'Bool', 'Str', 'Choice', 'Ints', 'Strs', 'closest_names',
+           'check_layer_depth', 'check_params', 'NonFiniteError', 'check_finite', 'verdict', 'Metric', 'git_commit',
+           'environment_info', 'is_random_preset', 'RecordedWarning', 'warn_and_record', 'Findings', 'stable_results',
+           'diff_results']
 
 # %% ../nbs/lib/findings.ipynb #5e818c59
-import os, re, sys, json, time, math, shutil, socket, difflib, platform, subprocess, tempfile, datetime
+import os, re, sys, json, time, math, shutil, socket, difflib, platform, subprocess, tempfile, datetime, warnings, weakref
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ def run_name_for(params: dict | None = None) -> str:
 def resolve_run_dir(experiment: str, run_dir: str | os.PathLike | None = None, params=None) -> Path:
     """The folder a run writes to. Empty `run_dir`: a new folder under `reports/<experiment>/`
     (a temporary one under `nbdev_test`, so tests never litter `reports/`). A relative `run_dir`
-    is taken inside `reports/`; an absolute one must lie inside `reports/` or the system temp dir."""
+    is taken inside `reports/` and must stay there (`..` that climbs out is refused, wherever the
+    checkout lies); an absolute one must lie inside `reports/` or the system temp dir (for tests).
+    Neither may be the root of `reports/` or of the temp dir itself."""
     experiment = safe_name(experiment, 'experiment')
     root = reports_root()
     if not run_dir:
@@ -59,12 +62,12 @@ def resolve_run_dir(experiment: str, run_dir: str | os.PathLike | None = None, p
         d = root/experiment/run_name_for(params)
     else:
         d = Path(run_dir)
-        if not d.is_absolute(): d = root/d
-        d = d.resolve()
-        allowed = [root.resolve(), Path(tempfile.gettempdir()).resolve()]
-        if not any(d == a or a in d.parents for a in allowed):
-            raise ValueError(f"run_dir {str(run_dir)!r} lies outside {root} (and outside the temp dir): "
-                             f"pass a folder inside reports/, or leave run_dir empty for a new one")
+        relative = not d.is_absolute()
+        d = (root/d if relative else d).resolve()
+        allowed = [root.resolve()] + ([] if relative else [Path(tempfile.gettempdir()).resolve()])
+        if not any(a in d.parents for a in allowed):
+            raise ValueError(f"run_dir {str(run_dir)!r} lies outside {root}" + ("" if relative else " (and outside the temp dir)") +
+                             f": pass a folder inside reports/ (a relative path is taken inside it), or leave run_dir empty for a new one")
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -203,6 +206,39 @@ class Strs(Spec):
         if self.choices and any(i not in self.choices for i in items): self.fail(name, v)
         return tuple(items)
 
+# %% ../nbs/lib/findings.ipynb #f98b934c
+def _abbreviates(short: str, name: str) -> bool:
+    "Whether `short`'s letters appear in `name` in order, starting with its first letter (`lyr` in `layer`)."
+    short, name = short.lower(), name.lower()
+    if not short or short[0] != name[:1]: return False
+    it = iter(name)
+    return all(ch in it for ch in short)
+
+def closest_names(name: str, names, n: int = 1, cutoff: float = 0.5) -> list:
+    "The `n` names of `names` most like `name`: abbreviations of it first, then by similarity (at least `cutoff`)."
+    score = lambda m: (_abbreviates(name, m), difflib.SequenceMatcher(None, name.lower(), m.lower()).ratio())
+    ranked = sorted(names, key=lambda m: score(m), reverse=True)
+    return [m for m in ranked if score(m)[0] or score(m)[1] >= cutoff][:n]
+
+# %% ../nbs/lib/findings.ipynb #cd5cbdc5
+def check_layer_depth(layer, vlm: str, name: str = 'layer'):
+    """`layer` unchanged if the VLM `vlm` has it, else a `ParamError`: a vision block `k` must lie in
+    `0..depth-1`, `llm:k` in `-(L+1)..L` (hidden states of the embeddings and L layers); `pre_merge` and
+    `post_merge` always exist. Reads only the config (`models.vlm_config`), never the weights."""
+    m = re.fullmatch(r'(llm:)?(-?[0-9]+)', str(layer).strip()) if not isinstance(layer, bool) else None
+    if m is None: return layer
+    from foresight.models import vlm_config
+    cfg, k = vlm_config(vlm), int(m[2])
+    if m[1]:
+        n = cfg.text_config.num_hidden_layers
+        if not -(n + 1) <= k <= n:
+            raise ParamError(f"parameter {name}={layer!r} is not allowed: the language model of {vlm} has hidden states llm:0..llm:{n} "
+                             f"(or llm:-1 for the last)")
+    elif not 0 <= k < cfg.vision_config.depth:
+        raise ParamError(f"parameter {name}={layer!r} is not allowed: the vision tower of {vlm} has blocks 0..{cfg.vision_config.depth - 1} "
+                         f"(or use pre_merge, post_merge)")
+    return layer
+
 # %% ../nbs/lib/findings.ipynb #2b7d239a
 def check_params(g: dict, before: set, spec: dict) -> dict:
     """Validate a notebook's parameters: `g` is `globals()`, `before` the names that existed before the
@@ -211,7 +247,7 @@ def check_params(g: dict, before: set, spec: dict) -> dict:
     unknown = sorted(n for n in g if not n.startswith('_') and n not in before and n not in known
                      and n not in ('In', 'Out', 'exit', 'quit', 'get_ipython'))
     if unknown:
-        hints = [f"{n} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(n, known, 1)) else n for n in unknown]
+        hints = [f"{n} (did you mean {m[0]}?)" if (m := closest_names(n, known)) else n for n in unknown]
         raise ParamError(f"unknown parameter(s): {', '.join(hints)}. This notebook takes: {', '.join(sorted(known))}")
     missing = sorted(n for n in known if n not in g)
     if missing: raise ParamError(f"parameter(s) {', '.join(missing)} missing from the parameters cell")
@@ -301,6 +337,18 @@ def environment_info() -> dict:
 # %% ../nbs/lib/findings.ipynb #f3cd1741
 def is_random_preset(name) -> bool: return str(name).startswith('tiny') or str(name).startswith('random:')
 
+class RecordedWarning(UserWarning):
+    "A warning that the report of the run it happens in must list (a video missing frames, say): see `warn_and_record`."
+
+_OPEN = weakref.WeakSet()          # Findings not yet written: they collect what `warn_and_record` says
+
+def warn_and_record(message: str, category=RecordedWarning, stacklevel: int = 2):
+    """Warn, and note `message` in every open `Findings` of this process (whatever warning filters or
+    `catch_warnings` blocks then do with the warning), so a report never leaves out what was warned about."""
+    for f in list(_OPEN):
+        if message not in f.notes: f.note(message)
+    warnings.warn(message, category, stacklevel=stacklevel + 1)
+
 class Findings:
     """The record of one run: metrics with targets and verdicts, summaries, tables, figures and
     artifacts; `write()` renders `findings.md` and `results.json` into `run_dir`."""
@@ -312,6 +360,7 @@ class Findings:
         self.metrics, self.values, self.sections, self.tables, self.figures, self.artifacts = {}, {}, [], [], [], []
         self.notes, self.skipped, self.timings = [], [], {}
         self.t0 = time.time()
+        _OPEN.add(self)
 
     def metric(self, name, value, target=None, what='', ci=None, null=None, key=True, fmt='.3f', volatile=False):
         """Record a metric; with a `target` (e.g. `'> 0.5'`) it gets a PASS/FAIL verdict. Returns the value.
@@ -433,6 +482,7 @@ class Findings:
                    skipped=self.skipped, n_skipped=len(self.skipped),
                    git_commit=git_commit(), **env, timings=self.timings, wall_time_s=time.time() - self.t0)
         atomic_write(self.run_dir/'results.json', json.dumps(to_jsonable(res), indent=1))
+        _OPEN.discard(self)
         return self.run_dir/'findings.md'
 
 # %% ../nbs/lib/findings.ipynb #90913d05
