@@ -154,7 +154,7 @@ def image_latents(clips, layer, vlm: str = 'tiny', cache_dir=None, model=None, p
     def fn_batch(chunk):
         m, pr = get_model()
         vs = extract_vision(m, pr, [c.frames for c in chunk], blocks=(k,) if k is not None else ())
-        return [latent_grid(v, layer).float() for v in vs]
+        return [latent_grid(v, layer).float().cpu() for v in vs]   # analysis tensors come back on the CPU
     if cache_dir is None:
         z = torch.cat([torch.stack(fn_batch(clips[i:i + batch_size])) for i in range(0, len(clips), batch_size)])
         return z, dict(cache=None, reused=False, seconds=time.time() - t0)
