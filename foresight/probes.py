@@ -28,17 +28,18 @@ def default_probe_images(n: int = 40, size: int = 112, seed: int = 0) -> list:
     rng = np.random.default_rng(seed)
     photos = shipped_images(size)
     n_photo = min(len(photos), round(0.4 * n)); n_video = round(0.2 * n); n_syn = n - n_photo - n_video
-    out = [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='photo', group=c.id))
+    out = [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='photo', group=c.group), group=c.group)
            for c in (photos[i] for i in sorted(rng.permutation(len(photos))[:n_photo]))]
     if n_video:
         clips = shipped_clips(frames=24, size=size); per = math.ceil(n_video / len(clips)); frames = []
         for c in clips:
             for t in np.linspace(0, len(c.frames) - 1, per).round().astype(int):
-                frames.append(Clip(f'{c.id}-f{t:03d}', c.frames[t:t + 1], 1.0, c.label, meta=dict(source='video', group=c.id)))
+                frames.append(Clip(f'{c.id}-f{t:03d}', c.frames[t:t + 1], 1.0, c.label, meta=dict(source='video', group=c.group, video=c.id),
+                                   group=c.group))     # the group is the footage: the carphone twins share one
         out += [frames[i] for i in sorted(rng.permutation(len(frames))[:n_video])]
     for k in (1, 2, 3):
         m = n_syn // 3 + (k <= n_syn % 3)
-        out += [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='synthetic', group=c.id))
+        out += [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='synthetic', group=c.group), group=c.group)
                 for c in positioned_objects(m, objects=k, size=size, seed=seed, max_size=0.3 if k < 3 else 0.22)] if m else []
     return out
 
@@ -56,7 +57,7 @@ def probe_images(dataset: str = 'default', n: int = 40, size: int = 112, seed: i
         except VideoError as e:
             if on_skip is None: raise
             on_skip(r.id, str(e)); continue
-        out.append(Clip(c.id, c.frames[:1], 1.0, c.label, meta=dict(c.meta, source='folder', group=c.id)))
+        out.append(Clip(c.id, c.frames[:1], 1.0, c.label, meta=dict(c.meta, source='folder', group=c.group), group=c.group))
     if len(out) < 5: raise VideoError(f"{dataset}: only {len(out)} usable images; the probes need at least 5")
     return out
 
