@@ -10,8 +10,9 @@ __all__ = ['LPIPS_ACCESSIBLE', 'LPIPS_LOST', 'default_probe_images', 'probe_imag
            'layer_name', 'vision_geometry', 'token_table', 'latent_grid', 'model_fingerprint', 'image_latents',
            'image_to_patches', 'patches_to_image', 'upsampling_matrix', 'TokenProbe', 'GlobalProbe', 'make_probe',
            'ridge_fit', 'probe_loss', 'reconstruct', 'fit_probe', 'planted_token_data', 'heldout_r2',
-           'planted_global_data', 'planted_lowrank_data', 'lpips_band', 'image_metrics', 'summarize_metrics',
-           'train_and_evaluate', 'reconstruction_grid', 'learning_curves']
+           'planted_global_data', 'planted_lowrank_data', 'lpips_band', 'image_metrics', 'group_bootstrap_ci',
+           'summarize_metrics', 'control_latents', 'control_record', 'train_and_evaluate', 'reconstruction_grid',
+           'learning_curves']
 
 # %% ../nbs/02_e1_2_probe.ipynb #f253235a
 import math, time, json, hashlib, functools, warnings
@@ -418,10 +419,45 @@ def image_metrics(y, x, batch_size: int = 32) -> dict:
             out['psnr'].append(psnr(a, b)); out['ssim'].append(ssim(a, b)); out['lpips'].append(lpips_distance(a, b))
     return {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items()}
 
-def summarize_metrics(m: dict, seed: int = 0, n_boot: int = 5000) -> dict:
-    "`{metric: (mean, (lo, hi))}`: each metric's mean over images with a 95 % bootstrap CI (BCa)."
-    ok = lambda v: len(v) > 1 and np.isfinite(v).all()       # a perfect reconstruction has PSNR = inf: no interval then
-    return {k: (float(np.mean(v)), bootstrap_ci(v, n_boot=n_boot, seed=seed) if ok(v) else (float('nan'),) * 2) for k, v in m.items()}
+def group_bootstrap_ci(x, groups, level: float = 0.95, n_boot: int = 5000, seed: int = 0) -> tuple:
+    """`(lo, hi)`: a percentile bootstrap CI of the mean of `x` that resamples whole `groups` (videos,
+    source images) with replacement, not items: frames of one video are not independent evidence."""
+    x = np.asarray(x, np.float64); _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    if len(x) != len(inv): raise ValueError(f"{len(x)} values but {len(inv)} groups: pass one group per value")
+    G = inv.max() + 1
+    if G < 2: raise ValueError(f"a group bootstrap needs at least 2 groups, got {G}")
+    S, C = np.bincount(inv, x, G), np.bincount(inv, minlength=G).astype(np.float64)
+    idx = np.random.default_rng(seed).integers(0, G, (n_boot, G))
+    lo, hi = np.quantile(S[idx].sum(1) / C[idx].sum(1), [(1 - level) / 2, (1 + level) / 2])
+    return (float(lo), float(hi))
+
+def summarize_metrics(m: dict, seed: int = 0, n_boot: int = 5000, groups=None) -> dict:
+    """`{metric: (mean, (lo, hi))}`: each metric's mean over images with a 95 % bootstrap CI: BCa over
+    images, or with `groups` (one per image) a bootstrap over groups (`group_bootstrap_ci`)."""
+    ok = lambda v: len(v) > 1 and np.isfinite(v).all() and (groups is None or len(set(groups)) > 1)   # PSNR = inf: no interval
+    ci = lambda v: bootstrap_ci(v, n_boot=n_boot, seed=seed) if groups is None else group_bootstrap_ci(v, groups, n_boot=n_boot, seed=seed)
+    return {k: (float(np.mean(v)), ci(v) if ok(v) else (float('nan'),) * 2) for k, v in m.items()}
+
+# %% ../nbs/02_e1_2_probe.ipynb #822ec965
+def control_latents(clips, layer, vlm: str, cache_dir=None, seed: int = 0, batch_size: int = 16, progress: bool = False) -> tuple:
+    "`(z, info)` like `image_latents`, from the random-weights control of `vlm`; `info['control']` names it."
+    from foresight.findings import control_model
+    from foresight.models import load_vlm
+    cm = control_model(vlm, seed)
+    model, processor = load_vlm(cm['name'], seed=cm['seed'])
+    try: z, info = image_latents(clips, layer, cm['name'], cache_dir, model, processor, batch_size, progress)
+    finally:
+        del model
+        if torch.cuda.is_available(): torch.cuda.empty_cache()
+    return z, dict(info, control=cm)
+
+def control_record(achieved, control, groups, model: dict | None = None, seed: int = 0, n_boot: int = 5000) -> dict:
+    """The `control` of a metric from paired per-item values: `{value, ci, diff_ci, model}`, the CIs
+    resampling `groups` (`diff_ci` is of achieved − control)."""
+    a, c = np.asarray(achieved, np.float64), np.asarray(control, np.float64)
+    if a.shape != c.shape: raise ValueError(f"achieved {a.shape} and control {c.shape} values must pair up item by item")
+    return dict(value=float(c.mean()), ci=group_bootstrap_ci(c, groups, n_boot=n_boot, seed=seed),
+                diff_ci=group_bootstrap_ci(a - c, groups, n_boot=n_boot, seed=seed), **({'model': model} if model else {}))
 
 # %% ../nbs/02_e1_2_probe.ipynb #aa9b1ea1
 def train_and_evaluate(z, x, train_idx, test_idx, kind: str = 'per_token', epochs: int = 6, lr: float = 3e-4,
