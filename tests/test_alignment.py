@@ -80,13 +80,13 @@ def test_heldout_r2_matches_noise_level():
 def test_heldout_r2_is_never_in_sample():
     r = rng(6); X, Y = r.normal(size=(60, 2000)), r.normal(size=(60, 10))
     assert abs(linear_probe_r2(X, Y)) < 0.1               # in-sample this would be 1
-    s = probe_stats(X, Y, n_shuffle=5, n_boot=200)
+    s = probe_stats(X, Y, n_shuffle=5, n_boot=30)
     assert abs(s['improvement']) < 0.1 and abs(s['cosine'] - s['cosine_null']) < 0.2
 
 
 def test_probe_stats_related():
     r = rng(7); X = r.normal(size=(300, 30)); Y = X[:, :10] @ r.normal(size=(10, 20)) + r.normal(size=(300, 20))
-    s = probe_stats(X, Y, n_shuffle=5, n_boot=300)
+    s = probe_stats(X, Y, n_shuffle=5, n_boot=40)
     assert s['ci'][0] < s['r2'] < s['ci'][1] and s['r2'] > 0.7 and s['null_mean'] < 0.02 and s['p'] <= 1 / 6
     assert s['cosine'] > 0.8 and abs(s['cosine_null']) < 0.15
     assert all(a > 0 for a in heldout_predictions(X, Y, cv='loo')['alphas'])
@@ -96,9 +96,9 @@ def test_recall_identical_and_unrelated():
     r = rng(8); X = r.normal(size=(600, 16)); Q, _ = np.linalg.qr(r.normal(size=(16, 16)))
     for k in (5, 10, 20): assert knn_recall(X, 3 * X @ Q, k) == 1.0
     for k in (5, 10, 20): assert abs(knn_recall(X, r.normal(size=(600, 16)), k) - k / 599) < 0.01
-    m = neighbourhood_metrics(X, X @ Q, n_boot=200)
+    m = neighbourhood_metrics(X, X @ Q, n_boot=20)
     assert all(abs(v['value'] - 1) < 1e-12 for v in m.values())
-    u = neighbourhood_metrics(X, r.normal(size=(600, 8)), n_boot=500)
+    u = neighbourhood_metrics(X, r.normal(size=(600, 8)), n_boot=60)
     for name, v in u.items(): assert v['ci'][0] - 1e-9 <= v['baseline'] * 1.5 and v['value'] < 2.5 * v['baseline'], (name, v)
 
 
