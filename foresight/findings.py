@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['project_root', 'reports_root', 'safe_name', 'run_name_for', 'resolve_run_dir', 'atomic_write', 'to_jsonable',
-           'ParamError', 'Spec', 'Int', 'Float', 'Bool', 'Str', 'Choice', 'Ints', 'Strs', 'closest_names',
-           'check_layer_depth', 'check_params', 'NonFiniteError', 'check_finite', 'verdict', 'Metric', 'git_commit',
-           'environment_info', 'is_random_preset', 'RecordedWarning', 'warn_and_record', 'Findings', 'stable_results',
-           'diff_results']
+__all__ = ['RANDOM_CONTROLS', 'project_root', 'reports_root', 'safe_name', 'run_name_for', 'resolve_run_dir', 'atomic_write',
+           'to_jsonable', 'ParamError', 'Spec', 'Int', 'Float', 'Bool', 'Str', 'Choice', 'Ints', 'Strs',
+           'closest_names', 'check_layer_depth', 'check_params', 'NonFiniteError', 'check_finite', 'verdict',
+           'control_model', 'beats_control', 'Metric', 'git_commit', 'environment_info', 'is_random_preset',
+           'RecordedWarning', 'warn_and_record', 'Findings', 'stable_results', 'diff_results']
 
 # %% ../nbs/lib/findings.ipynb #5e818c59
 import os, re, sys, json, time, math, shutil, socket, difflib, platform, subprocess, tempfile, datetime, warnings, weakref
@@ -285,6 +285,29 @@ def verdict(value, target: str | None) -> str:
     if not m: raise ValueError(f"target {target!r} not understood: write e.g. '> 0.5', '< 0.3' or '0.1..0.2'")
     return 'PASS' if _OPS[m[1]](value, float(m[2]) / (100 if t.endswith('%') else 1)) else 'FAIL'
 
+# %% ../nbs/lib/findings.ipynb #018276f6
+RANDOM_CONTROLS = {'7b': 'random:7b', '3b': 'random:3b', 'ltx': 'random:ltx'}
+
+def control_model(name: str, seed: int = 0) -> dict:
+    """`{'name', 'seed'}` of the random-weights control of model `name`: `random:7b` / `random:3b` for a
+    Qwen2.5-VL 7B / 3B checkpoint, `random:ltx` for LTX-Video; a preset that is already random
+    (`tiny`, `random:*`) gets the same preset with another seed (`seed + 1`)."""
+    n = str(name)
+    if n.startswith(('tiny', 'random:')): return dict(name=n, seed=seed + 1)     # already random: another draw
+    low = n.lower()
+    for k, v in RANDOM_CONTROLS.items():
+        hit = ('ltx' in low) if k == 'ltx' else any(s in low for s in (f'-{k}', f'_{k}', f'/{k}'))
+        if hit: return dict(name=v, seed=seed)
+    raise ValueError(f"no random-weights control known for {name!r}: name it explicitly (random:7b, random:3b, random:ltx) "
+                     "or switch the control off (control=False)")
+
+def beats_control(control: dict, target: str | None = None) -> bool:
+    "Whether `control['diff_ci']` (achieved − control) lies wholly on the better side of 0 (see above)."
+    lo, hi = control.get('diff_ci') or (float('nan'),) * 2
+    better = control.get('better') or ('lower' if target and target.strip().startswith('<') else 'higher')
+    if better not in ('higher', 'lower'): raise ValueError(f"control better={better!r}: use 'higher' or 'lower'")
+    return bool(hi < 0) if better == 'lower' else bool(lo > 0)
+
 # %% ../nbs/lib/findings.ipynb #a28dd8cf
 @dataclass
 class Metric:
@@ -297,8 +320,12 @@ class Metric:
     key: bool = True
     fmt: str = '.3f'
     volatile: bool = False
+    control: dict | None = None
     @property
-    def verdict(self): return verdict(self.value, self.target)
+    def verdict(self):
+        v = verdict(self.value, self.target)
+        if v != 'PASS' or not self.control: return v
+        return 'PASS' if beats_control(self.control, self.target) else 'FAIL (not beyond the random-weights control)'
     def show(self, v=None):
         v = self.value if v is None else v
         if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -308,6 +335,11 @@ class Metric:
         s = self.show()
         if self.ci: s += f" [{self.show(self.ci[0])}, {self.show(self.ci[1])}]"
         if self.null is not None: s += f" (null {self.show(self.null)})"
+        c = self.control
+        if c:
+            s += f"; random-weights control {self.show(c.get('value'))}"
+            if c.get('ci') is not None: s += f" [{self.show(c['ci'][0])}, {self.show(c['ci'][1])}]"
+            if c.get('diff_ci') is not None: s += f", difference [{self.show(c['diff_ci'][0])}, {self.show(c['diff_ci'][1])}]"
         return s
 
 # %% ../nbs/lib/findings.ipynb #310bafaf
@@ -362,13 +394,17 @@ class Findings:
         self.t0 = time.time()
         _OPEN.add(self)
 
-    def metric(self, name, value, target=None, what='', ci=None, null=None, key=True, fmt='.3f', volatile=False):
+    def metric(self, name, value, target=None, what='', ci=None, null=None, key=True, fmt='.3f', volatile=False, control=None):
         """Record a metric; with a `target` (e.g. `'> 0.5'`) it gets a PASS/FAIL verdict. Returns the value.
         `volatile=True` marks a figure that changes from run to run by nature (a throughput, a time): the
         determinism checks (`stable_results`) leave it out. A NaN or Inf value fails its target and is
-        also listed under the report's notes."""
+        also listed under the report's notes. `control`: the random-weights control (see `beats_control`),
+        a dict with `value`, `ci` and `diff_ci` (achieved − control); with it the verdict must also beat it."""
         if hasattr(value, 'item'): value = value.item()
-        self.metrics[name] = Metric(name, value, what, target, tuple(map(float, ci)) if ci is not None else None, null, key, fmt, volatile)
+        if control is not None:
+            if not isinstance(control, dict) or 'value' not in control: raise ValueError(f"metric {name!r}: control must be a dict with 'value' (and 'ci', 'diff_ci')")
+            control = {k: (tuple(map(float, v)) if k in ('ci', 'diff_ci') and v is not None else v) for k, v in control.items()}
+        self.metrics[name] = Metric(name, value, what, target, tuple(map(float, ci)) if ci is not None else None, null, key, fmt, volatile, control)
         if isinstance(value, float) and not math.isfinite(value):
             self.note(f"metric {name!r} is {value}: check the inputs and losses that produced it")
         return value
@@ -431,7 +467,7 @@ class Findings:
     def recommendation(self):
         v = [m.verdict for m in self.metrics.values() if m.key and m.target]
         if not v: return 'NONE'
-        return 'PROCEED' if all(x == 'PASS' for x in v) else ('STOP' if all(x == 'FAIL' for x in v) else 'PIVOT')
+        return 'PROCEED' if all(x == 'PASS' for x in v) else ('STOP' if all(x.startswith('FAIL') for x in v) else 'PIVOT')
 
     def render(self, answer, recommendation=None, implications=()):
         rec = recommendation or self.recommendation()
@@ -475,7 +511,7 @@ class Findings:
                    date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                    recommendation=rec, answer=answer,
                    metrics={k: dict(value=m.value, target=m.target, verdict=m.verdict, ci=m.ci, null=m.null, what=m.what, key=m.key,
-                                    **(dict(volatile=True) if m.volatile else {}))
+                                    **(dict(volatile=True) if m.volatile else {}), **(dict(control=m.control) if m.control else {}))
                             for k, m in self.metrics.items()},
                    values=self.values, params=self.params, models=self.models,
                    preset='random' if self.preset_note else 'pretrained', seed=self.seed,
