@@ -11,7 +11,7 @@ __all__ = ['ADAPTERS', 'LTX_SCHEDULER', 'grid_coords', 'fourier_features', 'resa
            'flow_matching_loss', 'latent_route_loss', 'train_latent_route', 'render_latent_route',
            'train_conditioning_route', 'sample_conditioning_route', 'frame_metrics', 'temporal_consistency',
            'lpips_band', 'frechet_distance', 'i3d_features', 'fvd', 'label_frames', 'side_by_side', 'count_objects',
-           'count_agreement', 'human_eval_sheet', 'load_clips', 'clip_tensors', 'vlm_latents']
+           'count_agreement', 'human_eval_sheet', 'load_clips', 'order_by_group', 'clip_tensors', 'vlm_latents']
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #48d7d283
 import math, json, time, contextlib
@@ -413,6 +413,23 @@ def load_clips(dataset: str, n: int, frames: int, size: int, seed: int = 0) -> l
         if len(cs) < n: raise ValueError(f"{dataset}: {len(cs)} videos with at least {frames} frames; need {n}")
         return cs[:n]
     raise ValueError(f"dataset {dataset!r} is not digits, balls, actions, shipped or an existing folder of videos")
+
+def order_by_group(groups, sizes, seed: int = 0) -> list:
+    """A permutation of the items such that consecutive blocks of `sizes` (train, validation, test) hold whole
+    source groups where they can (the largest groups placed first, each into the block with the most room
+    that fits it); a group is split only when no block can take it whole."""
+    groups = list(groups)
+    if sum(sizes) != len(groups): raise ValueError(f"block sizes {sizes} do not add up to the {len(groups)} items")
+    by = {}
+    for i, g in enumerate(groups): by.setdefault(g, []).append(i)
+    rng = np.random.default_rng(seed); keys = list(by); rng.shuffle(keys)
+    room, blocks = list(sizes), [[] for _ in sizes]
+    for g in sorted(keys, key=lambda g: -len(by[g])):
+        fits = [b for b in range(len(sizes)) if room[b] >= len(by[g])]
+        for i in by[g]:
+            b = max(fits, key=lambda b: room[b]) if fits else max(range(len(sizes)), key=lambda b: room[b])
+            blocks[b].append(i); room[b] -= 1
+    return [i for b in blocks for i in b]
 
 def clip_tensors(clips, vlm_size: int, vae_size: int) -> tuple:
     "`(vlm_frames [list of (T, s, s, 3) uint8], video (n, T, 3, S, S) float in [0, 1])` at the two sizes."
