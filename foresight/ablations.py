@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'TOY_PARAMS', 'TOY_CODE', 'parse_grid', 'parse_params', 'notebook_defaults', 'ablation_points',
-           'run_quality', 'half_of', 'split_quality', 'aggregate', 'recommend', 'adapter_params_at', 'width_for',
-           'plot_ablations', 'toy_project']
+__all__ = ['ABLATIONS', 'TOY_PARAMS', 'TOY_CODE', 'C1_CRITERIA', 'parse_grid', 'parse_params', 'notebook_defaults',
+           'ablation_points', 'run_quality', 'half_of', 'split_quality', 'aggregate', 'recommend', 'adapter_params_at',
+           'width_for', 'plot_ablations', 'toy_project', 'c1_decision', 'c1_report_lines']
 
 # %% ../nbs/06_e1_6_ablations.ipynb #2a7b46af
 import ast, json, math, os, re
@@ -198,3 +198,79 @@ def toy_project(root) -> Path:
                                   metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}})
     nbformat.write(nb, nbs/'01_toy.ipynb')
     return nbs
+
+# %% ../nbs/06_e1_6_ablations.ipynb #e2fda566
+# (code, experiment, how to find the metric, better, target, acceptable, failure, hard failure, what)
+C1_CRITERIA = [
+    ('E1.2', 'e1_2_probe', 'held-out LPIPS', 'lower', 0.5, 0.5, 0.7, None, 'linear probe, held-out LPIPS (information accessible)'),
+    ('E1.3', 'e1_3_merge', 'LPIPS gap (post − pre)', 'lower', 0.1, 0.2, 0.2, None, 'LPIPS lost in the 2x2 merge (chooses the latents; not a gate)'),
+    ('E1.4', 'e1_4_spatial', 'IoU (', 'higher', 0.75, 0.6, 0.5, 0.4, 'spatial IoU, single objects'),
+    ('E1.5', 'e1_5_reconstruction', 'LPIPS (', 'lower', 0.25, 0.35, 0.45, 0.5, 'reconstruction LPIPS through LTX-Video'),
+    ('E1.5', 'e1_5_reconstruction', 'values:SSIM', 'higher', 0.85, 0.75, 0.65, None, 'reconstruction SSIM'),
+    ('E1.5', 'e1_5_reconstruction', 'values:PSNR', 'higher', 25.0, 22.0, 18.0, None, 'reconstruction PSNR (dB)'),
+]
+
+def _find_metric(run: dict, key: str):
+    "`(name, metric dict)` of a run: a `values:` quality figure, an exact name, or the first key metric starting with `key`."
+    if key.startswith('values:'):
+        q = (run.get('values') or {}).get('quality') or {}
+        k = key.split(':', 1)[1]
+        return (k, dict(value=q[k])) if q.get(k) is not None else (None, None)
+    m = run.get('metrics') or {}
+    if key in m: return key, m[key]
+    return next(((k, v) for k, v in m.items() if k.startswith(key) and v.get('key') and 'acceptable' not in k), (None, None))
+
+def _band(v, better, target, acceptable, failure):
+    ok = (lambda a, b: a < b) if better == 'lower' else (lambda a, b: a > b)
+    if ok(v, target): return 'target'
+    if ok(v, acceptable) or v == acceptable: return 'acceptable'
+    return 'failure' if not ok(v, failure) and v != failure else 'between'
+
+def c1_decision(finished: list) -> dict:
+    """The plan's go/no-go from the newest finished run of each C1 experiment (`finished`: `results.json`
+    dicts, each with `experiment`, `date` and optionally `path`): `{decision, why, criteria, random_preset}`."""
+    latest = {}
+    for r in sorted(finished, key=lambda r: r.get('date', '')): latest[r['experiment']] = r
+    rows, missing, hard, random = [], [], [], False
+    for code, exp, key, better, tgt, acc, fail, hard_at, what in C1_CRITERIA:
+        r = latest.get(exp)
+        name, m = _find_metric(r, key) if r else (None, None)
+        if m is None or not isinstance(m.get('value'), (int, float)):
+            missing.append(f'{code} {what}'); rows.append(dict(code=code, criterion=what, status='no run')); continue
+        random |= r.get('preset') == 'random'
+        v, c = float(m['value']), m.get('control')
+        band = _band(v, better, tgt, acc, fail)
+        if 'not a gate' in what:   # the plan's merge rule names a choice, not a failure
+            band = dict(target='post-merge suffices', acceptable='consider pre-merge').get(band, 'use pre-merge')
+        beats = None
+        if c and c.get('diff_ci'):
+            lo, hi = c['diff_ci']; beats = bool(hi < 0) if better == 'lower' else bool(lo > 0)
+        if hard_at is not None and ((v > hard_at) if better == 'lower' else (v < hard_at)): hard.append(f'{code} {what} {v:.3g}')
+        rows.append(dict(code=code, criterion=what, metric=name, value=v, ci=m.get('ci'), band=band,
+                         control=None if not c else c.get('value'), control_diff_ci=None if not c else c.get('diff_ci'),
+                         beats_control=beats, met=(band in ('target', 'acceptable') or 'not a gate' in what) and beats is not False,
+                         run=r.get('path', r.get('run'))))
+    if hard: decision, why = 'PIVOT', 'hard failure (the plan: stop and pivot): ' + '; '.join(hard)
+    elif missing: decision, why = 'INCOMPLETE', 'no finished run for: ' + '; '.join(missing)
+    elif all(r['met'] for r in rows): decision, why = 'PROCEED', 'every criterion within target or acceptable, and beyond its random-weights control where measured'
+    else:
+        decision = 'PIVOT'
+        why = 'not met: ' + '; '.join(f"{r['code']} {r['criterion']} ({r['band']}" + (', not beyond its random-weights control' if r['beats_control'] is False else '') + ')'
+                                      for r in rows if not r['met'])
+    return dict(decision=decision, why=why, criteria=rows, random_preset=random)
+
+def c1_report_lines(finished: list) -> list:
+    "Markdown lines of the C1 decision for `foresight report` (nothing when no C1 run has finished)."
+    exps = {c[1] for c in C1_CRITERIA} | {'e1_1_latent_viz', 'e1_6_ablations'}
+    if not any(r.get('experiment') in exps for r in finished): return []
+    d = c1_decision(finished)
+    f3 = lambda v: '—' if v is None else (f'{v:.3g}' if isinstance(v, float) else str(v))
+    L = ['## C1 decision (go/no-go)', '', f"**{d['decision']}**: {d['why']}." + (' **Made on random-preset runs: it demonstrates the rule, '
+         'it is not a finding about Qwen2.5-VL.**' if d['random_preset'] else ''), '',
+         '| experiment | criterion | value [CI] | plan band | random-weights control (difference CI) | met | run |', '|---|---|---|---|---|---|---|']
+    for r in d['criteria']:
+        if r.get('status') == 'no run': L.append(f"| {r['code']} | {r['criterion']} | no run | | | no | |"); continue
+        ci = f" [{f3(r['ci'][0])}, {f3(r['ci'][1])}]" if r.get('ci') else ''
+        ctl = '—' if r['control'] is None else f"{f3(r['control'])}" + (f" ({f3(r['control_diff_ci'][0])}, {f3(r['control_diff_ci'][1])})" if r['control_diff_ci'] else '')
+        L.append(f"| {r['code']} | {r['criterion']} | {f3(r['value'])}{ci} | {r['band']} | {ctl} | {'yes' if r['met'] else 'no'} | {r['run']} |")
+    return L + ['']

@@ -554,6 +554,8 @@ def report(root=None) -> Path:
                      f"| {r.get('recommendation')} | {keys or '—'} | {ps} |")
         L.append('')
     L += success_tables(runs['finished'])
+    from foresight.ablations import c1_report_lines     # the C1 go/no-go decision lives with E1.6
+    L += c1_report_lines(runs['finished'])
     if runs['unfinished']:
         L += ['## Unfinished or failed runs', '', 'Not counted above: no finished `results.json`.', '']
         L += [f"- `{u['run']}`: {u['state']}" for u in runs['unfinished']] + ['']

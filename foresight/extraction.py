@@ -131,13 +131,17 @@ def extract_vision(model, processor, frames, blocks=(), fast=None, compile=False
     return res[0] if single else res
 
 def _check_budget(processor, f, i):
-    "The size checks `vision_inputs` gets from the processor, for the fast path that skips it."
-    T, H, W, _ = f.shape; ip = processor.image_processor
-    lo = getattr(ip, 'min_pixels', None) or (ip.size or {}).get('shortest_edge', 0); hi = getattr(ip, 'max_pixels', None) or (ip.size or {}).get('longest_edge', 1 << 62)
+    """The size checks `vision_inputs` gets from the processor that applies (the image processor for a
+    single frame, the video processor for a clip: their budgets differ), for the fast path that skips it."""
+    from foresight.data import pixel_budget
+    T, H, W, _ = f.shape
+    kind = 'video' if T > 1 else 'image'
+    lo, hi = pixel_budget(processor, video=T > 1)
     if H % 28 or W % 28:
         raise VideoError(f"clip {i}: {H}x{W} px is not a multiple of 28 (14-px patches, 2x2 merge); resize with foresight.data.resize_frames(frames, size) first")
     if not lo <= H * W <= hi:
-        raise VideoError(f"clip {i}: {H}x{W} = {H * W} px is outside the processor's pixel budget {lo}..{hi}; resize the frames into it first")
+        raise VideoError(f"clip {i}: {H}x{W} = {H * W} px per frame is outside the {kind} processor's pixel budget {lo}..{hi}; "
+                         f"resize the frames into it first (foresight.data.fit_frames(frames, processor))")
 
 # %% ../nbs/00_extraction.ipynb #49b8581c
 class _Identity(torch.nn.Module):

@@ -212,6 +212,9 @@ class GlobalProbe(nn.Module):
         self.register_buffer('mean', torch.zeros(d) if mean is None else mean.detach().clone().float())
         self.register_buffer('std', torch.ones(d) if std is None else std.detach().clone().float())
         n_in, n_out = grid[0] * grid[1] * d, 3 * out_size * out_size
+        if not rank and n_in * n_out > 2e8:
+            raise ValueError(f"a full-rank global probe from {n_in:,} inputs to {n_out:,} pixels needs {n_in * n_out:,} weights: "
+                             f"give it a rank (global_rank=16) or a smaller global_size")
         torch.manual_seed(seed)
         self.down = nn.Linear(n_in, rank, bias=False) if rank else nn.Identity()
         self.head = nn.Linear(rank or n_in, n_out)
