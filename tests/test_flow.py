@@ -225,3 +225,15 @@ def test_slurm_without_a_cluster_is_a_clear_error(reports, capsys, monkeypatch):
     if shutil.which('srun'): pytest.skip('this machine has Slurm')
     assert main(['sweep', 'e3_2', '-g', 'steps=2', '--launcher', 'slurm', '--name', 's']) == 2
     assert 'needs a Slurm cluster' in capsys.readouterr().err
+
+
+def test_a_tiny_training_notebook_leaves_tensorboard_events(tmp_path):
+    "E1.2 on the tiny preset: its probe's loss curve is in the run folder as TensorBoard events and in the report."
+    from foresight.cli import run_experiment
+    from foresight.tracking import read_scalars
+    run = run_experiment('e1_2', dict(n_images=10, epochs=3, control=False), name='tb', root=tmp_path, quiet=True)
+    (logdir,) = (run/'tensorboard').iterdir()
+    sc = read_scalars(logdir)
+    assert 'train_loss' in sc or 'loss' in sc, sorted(sc)
+    assert len(next(iter(sc.values()))) == 4                       # the ridge start (epoch 0) and 3 epochs
+    assert f'curves_{logdir.name}' in (run/'findings.md').read_text()
