@@ -64,8 +64,9 @@ def test_planted_action_world(vlm):
         torch.manual_seed(0)
         q = FuturePredictionQueries.for_model(model, 96, n_out=4, integration='cross_attention')
         train_queries(q, model, a, None, cfg)
-        res[name] = evaluate_queries(q, model, b)['cos_c']
-    copy = cosine_per_example(q.normalise(va.current), q.normalise(va.target))   # the same normaliser: same training targets
+        pred = evaluate_queries(q, model, b)['pred']   # per-token centred cosines: the object's place in the grid is the signal
+        res[name] = cosine_per_example(q.normalise(pred), q.normalise(b.target), pooled=False)
+    copy = cosine_per_example(q.normalise(va.current), q.normalise(va.target), pooled=False)   # the same normaliser: same training targets
     beat = compare_paired(res['action'], copy, 'greater', n_boot=2000)
     helps = compare_paired(res['action'], res['none'], 'greater', n_boot=2000)
     shuf = compare_paired(res['shuffled'], res['none'], 'greater', n_boot=2000)
