@@ -90,7 +90,7 @@ def test_ssv2_layout_clips_classes_and_opposites(tmp_path):
     (root/'99.webm').write_bytes(b'not a video')
     entries.append(dict(id='99', label='Dropping a cup', template='Dropping [something]', placeholders=['a cup']))
     (root/'labels'/'validation.json').write_text(json.dumps(entries))
-    d = load_action_clips(str(root), n=10, context=4, horizon=1, size=56)
+    d = load_action_clips(f'ssv2:{root}', n=10, context=4, horizon=1, size=56)
     assert len(d['clips']) == 4 and [s[0] for s in d['skipped']] == ['ssv2-99']
     assert d['classes'] == ['0', '1', '2'] and d['pairs'] == [('0', '1')] and d['context'] == 4
     assert all(len(c.frames) >= 5 and c.label in ('0', '1') for c in d['clips'])
