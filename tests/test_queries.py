@@ -178,3 +178,16 @@ def test_gpu_full_size_step(integration):
     assert np.isfinite(r['history'][-1]['train_loss'])
     assert all(p.grad is None for p in model.parameters()) and q.query.grad is not None
     del model; torch.cuda.empty_cache()
+
+
+def test_checkpoint_state_is_not_pickled_and_a_pickle_is_refused(vlm, tmp_path):
+    "Checkpoints hold safetensors + JSON only; a state.pt (legacy or planted) is refused with an error naming it."
+    model, processor = vlm
+    tr = query_data(model, processor, action_world(8, context=4, future=1, size=56, seed=1), offsets=(0,), texts='')
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=2, eval_train=0, progress=False, ckpt_dir=str(tmp_path/'c'))
+    train_queries(FuturePredictionQueries.for_model(model, 96, integration='suffix'), model, tr, None, cfg)
+    ck = checkpoints(tmp_path/'c')[-1]
+    assert sorted(p.name for p in ck.iterdir()) == ['queries.safetensors', 'state.json', 'state.safetensors']
+    torch.save({'step': 2}, ck/'state.pt')
+    with pytest.raises(ValueError, match='state.pt'):
+        train_queries(FuturePredictionQueries.for_model(model, 96, integration='suffix'), model, tr, None, replace(cfg, steps=4))
