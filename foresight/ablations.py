@@ -7,7 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'TOY_PARAMS', 'TOY_CODE', 'parse_grid', 'parse_params', 'notebook_defaults', 'ablation_points',
-           'run_quality', 'aggregate', 'recommend', 'adapter_params_at', 'width_for', 'plot_ablations', 'toy_project']
+           'run_quality', 'half_of', 'split_quality', 'aggregate', 'recommend', 'adapter_params_at', 'width_for',
+           'plot_ablations', 'toy_project']
 
 # %% ../nbs/06_e1_6_ablations.ipynb #2a7b46af
 import ast, json, math, os, re
@@ -80,6 +81,22 @@ def run_quality(res: dict) -> dict:
     return dict(LPIPS=lp['value'], ci=tuple(lp.get('ci') or (np.nan, np.nan)), target=lp.get('target'),
                 PSNR=get('held-out PSNR (dB)'), SSIM=get('held-out SSIM'), params=None)
 
+def half_of(group: str, seed: int = 0) -> str:
+    "`'select'` or `'report'`: a fixed half of the held-out data, by a hash of the item's source group (twins stay together)."
+    import hashlib
+    return ('select', 'report')[hashlib.sha1(f'{seed}:{group}'.encode()).digest()[0] % 2]
+
+def split_quality(res: dict, seed: int = 0) -> dict:
+    """Mean held-out LPIPS on each half (`select_LPIPS`, `report_LPIPS`, their counts) from a run's per-item
+    values (`per_image` of E1.2, `per_clip` of E1.5); NaN where the run recorded none or a half is empty."""
+    v = res.get('values') or {}
+    items = v.get('per_image') or v.get('per_clip') or {}
+    lp = {'select': [], 'report': []}
+    for i, d in items.items():
+        x = d.get('lpips', d.get('LPIPS'))
+        if x is not None: lp[half_of(d.get('group', i), seed)].append(float(x))
+    return {f'{h}_LPIPS': float(np.mean(a)) if a else float('nan') for h, a in lp.items()} | {f'n_{h}': len(a) for h, a in lp.items()}
+
 # %% ../nbs/06_e1_6_ablations.ipynb #ee604f4d
 def aggregate(sweeps: dict):
     """One row per (ablation, value) from `{factor: (values, sweep output)}`: quality, CI, target, the run folder,
@@ -95,10 +112,11 @@ def aggregate(sweeps: dict):
             if k in done:
                 q = run_quality(done[k]['results'])
                 row.update(LPIPS=q['LPIPS'], lo=q['ci'][0], hi=q['ci'][1], target=q['target'], PSNR=q['PSNR'], SSIM=q['SSIM'],
-                           params=q['params'], run=done[k]['run'], status='finished')
+                           params=q['params'], **split_quality(done[k]['results']), run=done[k]['run'], status='finished')
             else: row.update(status='failed', error=(fails.get(k) or {}).get('error', 'not run')[:300])
             rows.append(row)
-    cols = ['ablation', 'experiment', 'value', 'LPIPS', 'lo', 'hi', 'target', 'PSNR', 'SSIM', 'params', 'run', 'status', 'error']
+    cols = ['ablation', 'experiment', 'value', 'LPIPS', 'lo', 'hi', 'target', 'PSNR', 'SSIM', 'params', 'select_LPIPS', 'report_LPIPS',
+            'n_select', 'n_report', 'run', 'status', 'error']
     return pd.DataFrame(rows).reindex(columns=cols)
 
 # %% ../nbs/06_e1_6_ablations.ipynb #450479dc
@@ -110,15 +128,22 @@ def _cost_rank(factor, v):
         except (TypeError, ValueError): return 0
     return c.index(v) if v in c else len(c)
 
-def recommend(df, tolerance: float = 0.01) -> dict:
-    "`{ablation: {'value', 'LPIPS', 'best_value', 'best_LPIPS', 'why'}}` from the aggregated table (failed points ignored)."
+def recommend(df, tolerance: float = 0.01, select: str = 'select_LPIPS', report: str = 'report_LPIPS') -> dict:
+    """`{ablation: {'value', 'LPIPS', 'best_value', 'best_LPIPS', 'why', 'unseen'}}` from the aggregated table (failed
+    points ignored). The setting is chosen on column `select` and its `LPIPS` read from column `report` (another half of
+    the held-out data), so the reported figure is not the one that chose it. Where a run has no per-item values (either
+    column missing or NaN), both fall back to the run's `LPIPS`, and `unseen` is False: that figure is optimistic."""
     out = {}
     for factor, g in df[df.status == 'finished'].groupby('ablation', sort=False):
-        best = g.loc[g.LPIPS.idxmin()]
-        near = g[g.LPIPS <= best.LPIPS + tolerance]
-        pick = near.loc[min(near.index, key=lambda i: (_cost_rank(factor, near.loc[i, 'value']), near.loc[i, 'LPIPS']))]
+        g = g.copy()
+        unseen = all(c in g for c in (select, report)) and g[select].notna().all() and g[report].notna().all()
+        sel, rep = (select, report) if unseen else ('LPIPS', 'LPIPS')
+        best = g.loc[g[sel].idxmin()]
+        near = g[g[sel] <= best[sel] + tolerance]
+        pick = near.loc[min(near.index, key=lambda i: (_cost_rank(factor, near.loc[i, 'value']), near.loc[i, sel]))]
         why = 'lowest LPIPS' if pick.value == best.value else f'within {tolerance} of the best ({best.value}) and cheaper'
-        out[factor] = dict(value=pick.value, LPIPS=float(pick.LPIPS), best_value=best.value, best_LPIPS=float(best.LPIPS), why=why)
+        out[factor] = dict(value=pick.value, LPIPS=float(pick[rep]), best_value=best.value, best_LPIPS=float(best[sel]), why=why,
+                           unseen=bool(unseen), selected_on=float(pick[sel]))
     return out
 
 # %% ../nbs/06_e1_6_ablations.ipynb #b79181f2

@@ -123,7 +123,8 @@ LTX_SCHEDULER = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=T
 
 def load_ltx_transformer(name: str = 'tiny', latent_channels: int = 16, caption_channels: int = 64, device=None, dtype=None, seed: int = 0):
     """An `LTXVideoTransformer3DModel`: `"tiny"` (two thin layers, seeded random weights, `latent_channels`
-    in and out, `caption_channels` of conditioning) or a hub id / local path (subfolder `transformer`)."""
+    in and out, `caption_channels` of conditioning), `"random:ltx"` (the full-size LTX-Video architecture,
+    seeded random weights; its own 128 latent and 4096 caption channels) or a hub id / local path (subfolder `transformer`)."""
     from diffusers import LTXVideoTransformer3DModel
     from foresight.models import default_device, default_dtype, _from_pretrained
     device = default_device(device); dtype = default_dtype(device, dtype)
@@ -131,6 +132,9 @@ def load_ltx_transformer(name: str = 'tiny', latent_channels: int = 16, caption_
         torch.manual_seed(seed)
         m = LTXVideoTransformer3DModel(in_channels=latent_channels, out_channels=latent_channels, num_attention_heads=2, attention_head_dim=16,
                                        cross_attention_dim=32, num_layers=2, caption_channels=caption_channels)
+    elif name == 'random:ltx':
+        torch.manual_seed(seed)
+        with torch.device(device): m = LTXVideoTransformer3DModel()    # built in place: 2B parameters are slow to initialise on a CPU
     else:
         sub = 'transformer' if not (Path(name)/'config.json').exists() else None
         m = _from_pretrained(LTXVideoTransformer3DModel, name, subfolder=sub, torch_dtype=dtype)
@@ -142,7 +146,7 @@ def load_ltx_scheduler(name: str = 'tiny', pipeline: str = 'ltx'):
     passes no resolution-dependent shift, so for it dynamic shifting is turned off."""
     from diffusers import FlowMatchEulerDiscreteScheduler
     from foresight.models import _from_pretrained
-    if name == 'tiny': s = FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER)
+    if name in ('tiny', 'random:ltx'): s = FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER)
     else: s = _from_pretrained(FlowMatchEulerDiscreteScheduler, name, subfolder='scheduler' if not (Path(name)/'scheduler_config.json').exists() else None)
     if pipeline == 'condition' and s.config.use_dynamic_shifting: s = FlowMatchEulerDiscreteScheduler.from_config(s.config, use_dynamic_shifting=False)
     return s
@@ -169,8 +173,9 @@ def flow_matching_loss(transformer, latents: torch.Tensor, embeds: torch.Tensor,
     s = sigma.view(B, 1, 1, 1, 1)
     x = LTXPipeline._pack_latents((1 - s) * latents + s * noise, p, pt)
     target = LTXPipeline._pack_latents(noise - latents, p, pt)
-    dt = next(transformer.parameters()).dtype
-    pred = transformer(hidden_states=x.to(dt), encoder_hidden_states=embeds.to(dt), timestep=sigma * 1000, encoder_attention_mask=mask,
+    dt, dev = next(transformer.parameters()).dtype, next(transformer.parameters()).device
+    x, target, sigma = x.to(dev), target.to(dev), sigma.to(dev)
+    pred = transformer(hidden_states=x.to(dt), encoder_hidden_states=embeds.to(dev, dt), timestep=sigma * 1000, encoder_attention_mask=mask.to(dev),
                        num_frames=t // pt, height=h // p, width=w // p, rope_interpolation_scale=(vae_ratios[0] / frame_rate, vae_ratios[1], vae_ratios[2]),
                        return_dict=False)[0]
     return F.mse_loss(pred.float(), target.float())
@@ -185,8 +190,8 @@ def latent_route_loss(adapter, vae, z, latents, video, w_latent=1.0, w_pixel=1.0
     pred = adapter(z, grid=latents.shape[-3:])
     parts = dict(latent=F.mse_loss(pred, latents))
     if w_pixel or w_lpips:
-        rec = decode_video_vae(vae, pred)
-        parts['pixel'] = F.mse_loss(rec, video)
+        rec = decode_video_vae(vae, pred.to(vae.dtype))      # a bf16 decoder takes bf16 latents; gradients flow back in float32
+        parts['pixel'] = F.mse_loss(rec, video.to(rec.device))
         if w_lpips:
             T = rec.shape[1]; k = min(lpips_frames or T, T)
             idx = torch.rand(rec.shape[:2], generator=generator).argsort(1)[:, :k].to(rec.device)        # k distinct frames per clip
@@ -226,7 +231,7 @@ def render_latent_route(adapter, vae, z, grid, batch_size=8) -> torch.Tensor:
     "Frames `(n, T, 3, H, W)` in `[0, 1]` that the VAE decoder renders from the adapter's latents."
     from foresight.extraction import decode_video_vae
     dev = adapter.mu.device
-    return torch.cat([decode_video_vae(vae, adapter(z[i:i + batch_size].to(dev), grid=grid)).cpu() for i in range(0, len(z), batch_size)])
+    return torch.cat([decode_video_vae(vae, adapter(z[i:i + batch_size].to(dev), grid=grid).to(vae.dtype)).cpu() for i in range(0, len(z), batch_size)])
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #44a0d188
 def train_conditioning_route(adapter, transformer, z, latents, steps=120, lr=2e-3, batch_size=4, frame_rate=25.0,
@@ -379,8 +384,8 @@ def vlm_latents(model, processor, frames_list, ids, point, cache_root, key, batc
         with one_cpu_thread(dev):
             for i in range(0, len(ids), batch_size):
                 fr = frames_list[i:i + batch_size]
-                if point in ('post_merge', 'pre_merge'): zs = [getattr(v, point) for v in extract_vision(model, processor, list(fr))]
-                else: zs = [d[point] for d in extract_llm_hidden(model, processor, list(fr), layers=(point,))]
+                if point in ('post_merge', 'pre_merge'): zs = [getattr(v, point).cpu() for v in extract_vision(model, processor, list(fr))]
+                else: zs = [d[point].cpu() for d in extract_llm_hidden(model, processor, list(fr), layers=(point,))]
                 done.update(zip(ids[i:i + batch_size], zs))
         cache = cache_latents([Clip(i, fr) for i, fr in zip(ids, frames_list)], lambda c: done[c.id], cache.root, shard_size=64, progress=False, strict=True)
     lat = cache.load()

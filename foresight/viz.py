@@ -124,7 +124,7 @@ def _slices(grids) -> list:
     "`(T, H, W, C)` grids (or one grid, or `(H, W, C)` images) as `[(tokens (H·W, C), (H, W)), ...]`, one per temporal slice."
     out = []
     for g in (grids if isinstance(grids, (list, tuple)) else [grids]):
-        g = torch.as_tensor(g).float()
+        g = torch.as_tensor(g).detach().float().cpu()
         if g.ndim == 3: g = g[None]
         if g.ndim != 4: raise ValueError(f"expected latent grids (T, H, W, C) or (H, W, C), got shape {tuple(g.shape)}")
         out += [(s.reshape(-1, s.shape[-1]), tuple(s.shape[:2])) for s in g]
@@ -159,7 +159,7 @@ def token_table(grids, items=None) -> dict:
     or the given `items` labels), `frame`, `row`, `col` and the grid's `height`, `width`."""
     cols = dict(tokens=[], item=[], frame=[], row=[], col=[], height=[], width=[])
     for i, g in enumerate(grids):
-        g = torch.as_tensor(g).float()
+        g = torch.as_tensor(g).detach().float().cpu()     # latents may live on the GPU: numpy needs the CPU
         if g.ndim != 4: raise ValueError(f"grid {i}: expected (T, H, W, C), got shape {tuple(g.shape)}")
         T, H, W, C = g.shape
         t, r, c = np.meshgrid(np.arange(T), np.arange(H), np.arange(W), indexing='ij')

@@ -4,7 +4,7 @@ import numpy as np, pytest, torch
 from skimage.metrics import structural_similarity, peak_signal_noise_ratio
 from foresight.metrics import psnr, ssim, lpips_distance, load_image, as_image_batch, lpips_trunk_weights
 
-LPIPS_DATA = Path(__file__).resolve().parents[1]/'..'/'shared'/'testdata'/'lpips'
+LPIPS_DATA = Path(__file__).resolve().parent/'data'/'lpips'   # shipped in the repository (BSD-2, LICENSE beside it)
 
 
 def _sk_ssim(a, b):

