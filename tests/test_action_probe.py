@@ -90,9 +90,24 @@ def test_ssv2_layout_clips_classes_and_opposites(tmp_path):
     (root/'99.webm').write_bytes(b'not a video')
     entries.append(dict(id='99', label='Dropping a cup', template='Dropping [something]', placeholders=['a cup']))
     (root/'labels'/'validation.json').write_text(json.dumps(entries))
-    d = load_action_clips(str(root), n=10, context=4, horizon=1, size=56)
+    d = load_action_clips(f'ssv2:{root}', n=10, context=4, horizon=1, size=56)
     assert len(d['clips']) == 4 and [s[0] for s in d['skipped']] == ['ssv2-99']
     assert d['classes'] == ['0', '1', '2'] and d['pairs'] == [('0', '1')] and d['context'] == 4
     assert all(len(c.frames) >= 5 and c.label in ('0', '1') for c in d['clips'])
     tr, te = stratified_split([c.label for c in d['clips']], (2, 2))
     assert {d['clips'][i].label for i in tr} == {'0', '1'}
+
+
+def test_split_keeps_classes_of_a_long_tail():
+    """SSv2 is long-tailed: a split must hold every class in proportion (dealt round-robin, the test split held
+    only the largest classes' leftovers)."""
+    from foresight.action_probe import stratified_split
+    labels = np.repeat(np.arange(174), [max(1, 400 // (k + 1)) for k in range(174)])
+    n = len(labels); sizes = (int(n * 0.7), int(n * 0.15), int(n * 0.15))
+    tr, va, te = stratified_split(labels, sizes, seed=1)
+    assert sorted(tr + va + te) == sorted(set(tr + va + te)) and [len(s) for s in (tr, va, te)] == list(sizes)
+    for k in range(174):
+        m = (labels == k).sum()
+        if m >= 14: assert (labels[te] == k).sum() >= 1 and (labels[va] == k).sum() >= 1, k
+        assert abs((labels[tr] == k).sum() - 0.7 * m) <= 2, k                 # proportional, up to rounding
+    assert len(set(labels[te])) > 60

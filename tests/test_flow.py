@@ -70,7 +70,7 @@ def test_dry_run_estimates_and_starts_nothing(reports, capsys, monkeypatch):
     assert cli.main(['run', 'e3_2', '-f', str(ROOT/'configs'/'e3_2_ssv2.yaml'), '--dry-run']) == 0
     out = capsys.readouterr().out
     assert time.time() - t0 < 20
-    assert 'GPU time' in out and 'disk' in out and 'clips:  173913' in out and 'ssv2:/data/something-something-v2' in out
+    assert 'GPU time' in out and 'disk' in out and 'clips:  174913' in out and 'ssv2:/data/something-something-v2' in out
     assert not reports.exists()                  # no run folder, no cache
     assert 'vision tower' in out and 'query training through the LLM (prefix)' in out
 
@@ -78,12 +78,12 @@ def test_estimate_scales_with_the_work():
     "Twice the clips, twice the extraction time; the rates come from reports/bench."
     from foresight.cli import bench_rates, estimate, check_values, resolve_experiment
     nb = resolve_experiment('e3_2')[1]; r = bench_rates()
-    P = check_values(nb, dict(vlm='random:7b', context=16, size=224, n_train=1000, n_val=1000))
-    Q = check_values(nb, dict(vlm='random:7b', context=16, size=224, n_train=2000, n_val=2000))
+    P = check_values(nb, dict(vlm='random:7b', context=16, size=224, n_train=1000, n_val=1000, n_test=1000))
+    Q = check_values(nb, dict(vlm='random:7b', context=16, size=224, n_train=2000, n_val=2000, n_test=2000))
     a, b = estimate('e3_2_next_frame', P, r), estimate('e3_2_next_frame', Q, r)
     k = 'vision tower, every frame once'
     assert b['parts'][k][0] == pytest.approx(2 * a['parts'][k][0]) and b['disk_bytes'] == 2 * a['disk_bytes']
-    assert a['parts'][k][0] == pytest.approx(2000 * 9 * 256 / r['vision_clip'][0])
+    assert a['parts'][k][0] == pytest.approx(3000 * 9 * 256 / r['vision_clip'][0])   # train + val + test clips
 
 
 # ---------------------------------------------------------------- training curves

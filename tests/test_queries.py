@@ -64,8 +64,9 @@ def test_planted_action_world(vlm):
         torch.manual_seed(0)
         q = FuturePredictionQueries.for_model(model, 96, n_out=4, integration='cross_attention')
         train_queries(q, model, a, None, cfg)
-        res[name] = evaluate_queries(q, model, b)['cos_c']
-    copy = cosine_per_example(q.normalise(va.current), q.normalise(va.target))   # the same normaliser: same training targets
+        pred = evaluate_queries(q, model, b)['pred']   # per-token centred cosines: the object's place in the grid is the signal
+        res[name] = cosine_per_example(q.normalise(pred), q.normalise(b.target), pooled=False)
+    copy = cosine_per_example(q.normalise(va.current), q.normalise(va.target), pooled=False)   # the same normaliser: same training targets
     beat = compare_paired(res['action'], copy, 'greater', n_boot=2000)
     helps = compare_paired(res['action'], res['none'], 'greater', n_boot=2000)
     shuf = compare_paired(res['shuffled'], res['none'], 'greater', n_boot=2000)
@@ -177,3 +178,16 @@ def test_gpu_full_size_step(integration):
     assert np.isfinite(r['history'][-1]['train_loss'])
     assert all(p.grad is None for p in model.parameters()) and q.query.grad is not None
     del model; torch.cuda.empty_cache()
+
+
+def test_checkpoint_state_is_not_pickled_and_a_pickle_is_refused(vlm, tmp_path):
+    "Checkpoints hold safetensors + JSON only; a state.pt (legacy or planted) is refused with an error naming it."
+    model, processor = vlm
+    tr = query_data(model, processor, action_world(8, context=4, future=1, size=56, seed=1), offsets=(0,), texts='')
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=2, eval_train=0, progress=False, ckpt_dir=str(tmp_path/'c'))
+    train_queries(FuturePredictionQueries.for_model(model, 96, integration='suffix'), model, tr, None, cfg)
+    ck = checkpoints(tmp_path/'c')[-1]
+    assert sorted(p.name for p in ck.iterdir()) == ['queries.safetensors', 'state.json', 'state.safetensors']
+    torch.save({'step': 2}, ck/'state.pt')
+    with pytest.raises(ValueError, match='state.pt'):
+        train_queries(FuturePredictionQueries.for_model(model, 96, integration='suffix'), model, tr, None, replace(cfg, steps=4))

@@ -440,7 +440,8 @@ def test_training_killed_and_resumed(driver, tiny, tmp_path):
     if [p.name for p in final] != ['step-0000004', 'step-0000006']: probs.append(f'checkpoints {[p.name for p in final]}')
     if any(p.name.endswith('.tmp') for p in ck.iterdir()): probs.append('a half-written checkpoint folder is left')
     for p in final:                                                    # each holds weights, optimiser, scheduler and RNG state
-        st = torch.load(p/'state.pt', weights_only=True)
+        from foresight.queries import load_state
+        st = load_state(p)                                              # safetensors + JSON: nothing unpickled
         if not {'optimizer', 'scheduler', 'rng', 'step'} <= set(st): probs.append(f'{p.name}: state holds {sorted(st)}')
     got = load_queries(final[-1]).state_dict()
     probs += [f'{k} differs from the uninterrupted run' for k, v in q.state_dict().items() if not torch.equal(got[k], v)]

@@ -86,13 +86,42 @@ def test_template_sharing_planted_and_chance():
     assert abs(tr['rate'] - tr['chance']) < 4 * math.sqrt(0.25 * 0.75 / 1200)
 
 
-def test_falsification_rule():
-    null = {c: 0.3 for c in FALSIFICATION_CONDITIONS}
-    assert falsification_verdict({s: null for s in range(3)})['falsified'] is True
-    v = falsification_verdict({0: null, 1: null, 2: dict(null, probe=0.001)})
-    assert v['falsified'] is False and 'probe in 1/3' in v['verdict']
-    assert falsification_verdict({0: null, 1: null})['falsified'] is None
-    assert falsification_verdict({s: {'future': 0.3} for s in range(3)})['falsified'] is None
+def test_falsification_rule_thresholds():
+    """The plan's thresholds, not significance: planted effects below them falsify (Δcos 0.012 and top-1 3 % are
+    'no better than random' however many clips), one seed above a threshold does not, fewer than 3 seeds is None."""
+    low = dict(delta_cos_random=0.012, action_top1=0.03, r1_pool100=0.015)
+    assert falsification_verdict([low] * 3)['falsified'] is True
+    for k, above in (('delta_cos_random', 0.1), ('action_top1', 0.05), ('r1_pool100', 0.02)):
+        v = falsification_verdict([low, low, dict(low, **{k: above})])      # at the threshold: not below it
+        assert v['falsified'] is False and k in v['reason']
+    v = falsification_verdict([low, low])
+    assert v['falsified'] is None and '3+ seeds' in v['reason']
+    assert falsification_verdict([low, low, {'delta_cos_random': 0.0}])['falsified'] is None
+
+
+def test_zeroed_video_with_text_cannot_pass_the_probe():
+    """The leak: queries trained with the action text, videos zeroed. A probe on predictions made WITH the text
+    names the action (the text carries the label); the rule's figures (made without it) stay at chance."""
+    from foresight.models import load_vlm
+    from foresight.data import action_world, ACTION_TEMPLATES
+    from foresight.queries import query_data, predict
+    from foresight.action_probe import train_c3_queries, fit_probe, probe_logits, topk_correct
+    from foresight.retrieval import falsification_figures, probe_vs_chance
+    torch.set_num_threads(1)
+    model, processor = load_vlm('tiny', device='cpu')
+    clips = action_world(160, context=2, future=1, size=28, seed=3)
+    for c in clips: c.frames[:] = 0                                     # no video: only the text can tell the action
+    classes = list(ACTION_TEMPLATES)
+    d = query_data(model, processor, clips, offsets=(1,), texts=None)  # each clip's action text after the video
+    tr, te = d.subset(range(100)), d.subset(range(100, 160))
+    q, _ = train_c3_queries(model, tr, 'suffix', steps=1, lr=1e-2, batch_size=16)
+    y = lambda x: torch.tensor([classes.index(l) for l in x.labels])
+    pr = fit_probe('linear', predict(q, model, tr), y(tr), len(classes), lr=0.01, wd=1e-4, epochs=60, batch_size=64)
+    leaked = topk_correct(probe_logits(pr, predict(q, model, te)), y(te))
+    assert probe_vs_chance(leaked, len(classes))['p'] < 0.01            # the planted leak is real
+    fig = falsification_figures(q, model, processor, tr, te, classes, seed=0)
+    assert probe_vs_chance(fig['per_clip']['action_top1'], len(classes))['p'] > 0.05, fig['action_top1']
+    assert fig['action_top1'] < 0.05 + 1 / len(classes)
 
 
 def test_condition_tests_on_planted_data():
