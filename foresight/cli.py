@@ -566,9 +566,9 @@ def report(root=None) -> Path:
 PLAN_TABLES = {
     'C1 · reconstruction probes (E1.2–E1.3)': [('E1.2', 'e1_2_probe', 'held-out LPIPS'), ('E1.3', 'e1_3_merge', 'LPIPS gap (post − pre)')],
     'C3 · future prediction (E3.1–E3.6)': [
-        ('E3.1', 'e3_1_sanity', 'val cosine'), ('E3.2', 'e3_2_next_frame', 'Δ cosine vs copy'),
-        ('E3.3', 'e3_3_action', 'Δ cosine with action'), ('E3.4', 'e3_4_horizons', 'horizon threshold'),
-        ('E3.5', 'e3_5_action_probe', 'top-1 on predicted'), ('E3.6', 'e3_6_retrieval', 'R@1 (pool 100)')],
+        ('E3.1', 'e3_1_sanity', 'val cosine'), ('E3.2', 'e3_2_next_frame', 'cosine (t+1)'),
+        ('E3.3', 'e3_3_action', 'Δ cosine with action'), ('E3.4', 'e3_4_horizons', 'cosine (t+5)'),
+        ('E3.5', 'e3_5_action_probe', 'top-1 on predicted'), ('E3.6', 'e3_6_retrieval', 'R@1 (pool 1000)')],
 }
 
 def success_tables(finished) -> list:
