@@ -12,7 +12,7 @@ def main(cmd, src, dst):
         jupytext.write(jupytext.read(src), dst, fmt='py:percent')
     elif cmd == 'tonb':
         nb = jupytext.read(src, fmt='py:percent')
-        nb.metadata = {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}}
+        nb.metadata = {'kernelspec': {'display_name': 'foresight', 'language': 'python', 'name': 'foresight'}}   # tools/lab_nbs.py
         for c in nb.cells:
             c.metadata = {k: v for k, v in c.metadata.items() if k == 'tags'}
             if c.cell_type == 'code': c.outputs, c.execution_count = [], None
