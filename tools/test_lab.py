@@ -76,8 +76,10 @@ def outputs(page):
     "What the notebook's outputs hold: error and stderr texts, inline images, HTML tables, widgets."
     return page.evaluate(f"""() => {{
         const q = s => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) ' + s));
-        return {{errors: q('[data-mime-type="{ERR}"]').map(e => e.innerText.slice(-400)),
-                stderr: q('[data-mime-type="{STDERR}"]').map(e => e.innerText.slice(0, 300)),
+        const err = q('[data-mime-type="{STDERR}"]').map(e => e.innerText);
+        const tb = t => t.includes('Traceback (most recent call last)');     // JupyterLab renders errors as stderr
+        return {{errors: q('[data-mime-type="{ERR}"]').map(e => e.innerText).concat(err.filter(tb)).map(t => t.slice(-400)),
+                stderr: err.filter(t => !tb(t)).map(t => t.slice(0, 300)),
                 images: q('.jp-OutputArea-output img').length, tables: q('.jp-OutputArea-output table').length,
                 widgets: q('.jp-OutputArea-output .widget-progress').length}}; }}""")
 
