@@ -57,11 +57,13 @@ class Lab:
         s = [s for s in self.api('sessions') if s['path'] == nb]
         return (s[0]['kernel']['name'], s[0]['kernel']['execution_state']) if s else (None, None)
 
-    def wait_idle(self, nb, timeout, settle=4):
-        "Until `nb`'s kernel has stayed idle for `settle` seconds (queued cells keep it busy)."
+    def wait_idle(self, nb, timeout, page=None, settle=3):
+        """Until `nb`'s kernel has stayed idle for `settle` seconds and no cell waits (`[*]`) on `page`: the kernel
+        goes idle between some queued cells, so its state alone does not say that Run All is over."""
         t0, quiet = time.time(), 0
         while time.time() - t0 < timeout:
-            quiet = quiet + 1 if self.kernel(nb)[1] == 'idle' else 0
+            idle = self.kernel(nb)[1] == 'idle' and not (page and page.evaluate(QUEUED))
+            quiet = quiet + 1 if idle else 0
             if quiet >= settle: return time.time() - t0
             time.sleep(1)
         raise AssertionError(f'{nb}: still busy after {timeout} s')
@@ -72,6 +74,9 @@ class Lab:
         except subprocess.TimeoutExpired: self.proc.kill()
         self.logf.close()
 
+QUEUED = """() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt'))
+                     .some(e => e.innerText.includes('[*]'))"""
+
 def outputs(page):
     "What the notebook's outputs hold: error and stderr texts, inline images, HTML tables, widgets."
     return page.evaluate(f"""() => {{
@@ -81,7 +86,7 @@ def outputs(page):
         return {{errors: q('[data-mime-type="{ERR}"]').map(e => e.innerText).concat(err.filter(tb)).map(t => t.slice(-400)),
                 stderr: err.filter(t => !tb(t)).map(t => t.slice(0, 300)),
                 images: q('.jp-OutputArea-output img').length, tables: q('.jp-OutputArea-output table').length,
-                widgets: q('.jp-OutputArea-output .widget-progress').length}}; }}""")
+                widgets: q('.jp-OutputArea-output .jupyter-widgets [class*="progress"]').length}}; }}""")
 
 def command(page, cmd):
     "Run a JupyterLab command from the menu bar (the menu that holds it)."
@@ -127,7 +132,7 @@ def open_nb(browser, lab, nb, out):
 def run_all(page, lab, nb, timeout):
     command(page, 'runmenu:run-all')
     page.wait_for_timeout(2000)
-    return lab.wait_idle(nb, timeout)
+    return lab.wait_idle(nb, timeout, page)
 
 def planted(browser, lab, out):
     "A notebook with a known error, image and table: the checks below must see them, or they prove nothing."
@@ -135,6 +140,7 @@ def planted(browser, lab, out):
     cells = ["from foresight.findings import Findings\nimport matplotlib.pyplot as plt, tempfile\n"
              "f = Findings('planted', 'Planted', 'Seen?', {}, run_dir=tempfile.mkdtemp())\n"
              "fig, ax = plt.subplots(); ax.plot([0, 1]); f.figure(fig, 'line', 'A line.')\nf.table([dict(a=1)], 'tab', 'A table.')",
+             "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass",      # a widget with ipywidgets, else a TqdmWarning
              "import sys; print('planted warning', file=sys.stderr)", "1 / 0"]
     nb = dict(cells=[dict(cell_type='code', execution_count=None, id=f'c{i}', metadata={}, outputs=[], source=s)
                      for i, s in enumerate(cells)],
@@ -145,9 +151,10 @@ def planted(browser, lab, out):
     o = outputs(page)
     shot(page, None, out/'planted.png')
     assert len(o['errors']) == 1 and 'ZeroDivisionError' in o['errors'][0], o
-    assert any('planted warning' in s for s in o['stderr']) and o['images'] >= 1 and o['tables'] >= 1, o
+    assert [s for s in o['stderr'] if 'planted warning' not in s] == [] and len(o['stderr']) == 1, o
+    assert o['images'] >= 1 and o['tables'] >= 1 and o['widgets'] >= 1, o
     page.close()
-    log('planted notebook: the checks see its error, stderr, image and table')
+    log('planted notebook: the checks see its error, stderr, image, table and progress widget')
 
 def results(out):
     return set((out/'reports').rglob('results.json'))
@@ -175,12 +182,12 @@ def check_notebook(browser, lab, nb, out, timeout):
     cell.locator('.cm-content').click()
     page.keyboard.press('Control+End'); page.keyboard.press('Enter'); page.keyboard.type('seed = 1')
     page.keyboard.press('Shift+Enter'); page.wait_for_timeout(500); page.keyboard.press('Shift+Enter')
-    lab.wait_idle(nb, 120)
+    lab.wait_idle(nb, 120, page)
     o = outputs(page)
     shot(page, cell, out/f'{stem}_rerun_parameters.png')
     assert not o['errors'], f'{nb}: re-running the parameters and their check failed: {o["errors"]}'
     t0 = time.time()
-    command(page, 'notebook:run-all-below'); page.wait_for_timeout(2000); lab.wait_idle(nb, timeout)
+    command(page, 'notebook:run-all-below'); page.wait_for_timeout(2000); lab.wait_idle(nb, timeout, page)
     rep['rerun_below_s'] = round(time.time() - t0, 1)
     o = outputs(page)
     assert not o['errors'], f'{nb}: the cells below failed after the parameter change: {o["errors"]}'
@@ -202,7 +209,7 @@ def main():
     ap.add_argument('notebooks', nargs='*', default=NOTEBOOKS)
     a = ap.parse_args()
     out = (ROOT/a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
-    for p in out.glob('*.png'): p.unlink()
+    for p in [*out.glob('*.png'), *out.glob('*.saved.ipynb')]: p.unlink()
     t0, before = time.time(), {nb: (ROOT/nb).read_bytes() for nb in a.notebooks}
     lab = Lab(out, a.venv)
     log(f'JupyterLab on port {lab.port} after {time.time() - t0:.0f} s')
@@ -215,7 +222,7 @@ def main():
             browser.close()
     finally:
         lab.stop()
-        (out/'planted.ipynb').unlink(missing_ok=True)
+        for p in ['planted.ipynb', 'planted.saved.ipynb']: (out/p).unlink(missing_ok=True)
     changed = [nb for nb in a.notebooks if (ROOT/nb).read_bytes() != before[nb]]
     assert not changed, f'the test changed {changed}'
     report['total_s'] = round(time.time() - t0, 1)
