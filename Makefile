@@ -13,7 +13,7 @@ export MPLBACKEND ?= Agg
 # The tiny presets run 4-5x faster single-threaded on a 2-core machine; override for big CPU runs.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: all env findings test test-nbs test-py bench lab clean-nbs check-sync kernel test-lab
+.PHONY: all env findings test test-nbs test-py bench lab clean-nbs check-sync kernel test-lab test-all
 
 all: test
 
@@ -53,6 +53,9 @@ lab: kernel
 ## JupyterLab in headless Chromium: two notebooks run, inline figures and tables, a parameter re-run (~3 min)
 test-lab: kernel
 	tools/test_lab.sh
+
+## make test, then the real-browser test (not in CI: it takes about 5 minutes)
+test-all: test test-lab
 
 ## Library in sync with notebooks, and clean notebooks (CI runs this)
 check-sync: $(STAMP)
