@@ -50,7 +50,7 @@ kernel: $(STAMP)
 lab: kernel
 	tools/lab.sh
 
-## JupyterLab in headless Chromium: two notebooks run, inline figures and tables, a parameter re-run (~3 min)
+## JupyterLab in headless Chromium: two notebooks run, inline figures and tables, a parameter re-run (3.5-5 min)
 test-lab: kernel
 	tools/test_lab.sh
 
