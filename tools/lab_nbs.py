@@ -42,7 +42,7 @@ def drop_agg(s):
     out = []
     for line in s.split('\n'):
         if not _AGG.search(line): out.append(line); continue
-        parts = [p for p in (q.strip() for q in line.split(';')) if p and not _AGG.fullmatch(p)]
+        parts = [p for p in (q.strip() for q in line.split(';')) if p and not _AGG.fullmatch(p.split('#')[0].strip())]
         if 'import matplotlib' in parts and any(p.startswith('import matplotlib.') for p in parts): parts.remove('import matplotlib')
         if parts: out.append(re.match(r'\s*', line)[0] + '; '.join(parts))
     return '\n'.join(out)
