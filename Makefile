@@ -13,7 +13,7 @@ export MPLBACKEND ?= Agg
 # The tiny presets run 4-5x faster single-threaded on a 2-core machine; override for big CPU runs.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: all env findings test test-nbs test-py bench lab clean-nbs check-sync kernel test-lab test-all
+.PHONY: all env findings test test-nbs test-py bench gpu-check lab clean-nbs check-sync kernel test-lab test-all
 
 all: test
 
@@ -41,6 +41,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/make_videos.py
 	$(BIN)/python benchmarks/extraction.py --parts vision,llm,vae --best-only --workers 8,15
+
+## Every numbered notebook at full size on a GPU (random-weight 7B and LTX-Video) → reports/gpu/<gpu>.json and .md.
+## Three parts of under 10 minutes each on an H100/H200; --resume skips notebooks that already passed at this commit.
+gpu-check: $(STAMP)
+	@status=0; for p in 1 2 3; do OMP_NUM_THREADS=4 $(BIN)/python -m foresight.gpucheck --part $$p/3 --jobs 3 --resume || status=1; done; exit $$status
 
 ## The project's environment as the Jupyter kernel `foresight`, installed into .venv (not per user)
 kernel: $(STAMP)

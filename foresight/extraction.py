@@ -90,19 +90,21 @@ def _use_fast(model, fast):
     return (next(model.parameters()).device.type == 'cuda') if fast is None else fast
 
 _COMPILED = {}
-def _block_fn(device):
-    "The compiled packed block on CUDA (compiled once per process), eager elsewhere."
-    if torch.device(device).type != 'cuda': return None
+def _block_fn(device, compile=False):
+    """The compiled packed block when `compile` is asked for on CUDA, else None (eager). Compiling warms up for
+    minutes per new input shape (one graph per block and shape), so it pays only at dataset scale."""
+    if not compile or torch.device(device).type != 'cuda': return None
     from foresight.fastvision import compiled_block_forward
     return _COMPILED.setdefault('block', compiled_block_forward('block'))
 
 @torch.no_grad()
-def extract_vision(model, processor, frames, blocks=(), fast=None):
+def extract_vision(model, processor, frames, blocks=(), fast=None, compile=False):
     """Vision latents of `frames` (`(T, H, W, 3) uint8`, or a list of such clips of any sizes, run as
     one batched call): a `VisionLatents` (or a list) with pre-merge, post-merge and the outputs of
     vision `blocks`, all row-major. `T'` counts temporal patches; `H, W` count 14-px patches.
-    `fast` (default: on CUDA) uses `foresight.fastvision`: GPU patchify and the packed, compiled
-    tower (same values as the plain call to bf16 rounding; see `benchmarks/extraction.py`)."""
+    `fast` (default: on CUDA) uses `foresight.fastvision`: GPU patchify and the packed
+    tower (same values as the plain call to bf16 rounding; see `benchmarks/extraction.py`); `compile=True`
+    adds `torch.compile` of the blocks, worth its warm-up only at dataset scale (`extract_dataset` uses it)."""
     single = not isinstance(frames, (list, tuple))
     clips = [as_frames(f) for f in ([frames] if single else frames)]
     visual = model.model.visual
@@ -112,7 +114,7 @@ def extract_vision(model, processor, frames, blocks=(), fast=None):
         from foresight.fastvision import patchify_batch, packed_vision_forward
         for i, c in enumerate(clips): _check_budget(processor, c, i)
         pv, g = patchify_batch([torch.from_numpy(c) for c in clips], p.device, p.dtype)
-        last, merged, caught = packed_vision_forward(visual, pv, g, blocks=set(ks), block_fn=_block_fn(p.device), fused=p.device.type == 'cuda')
+        last, merged, caught = packed_vision_forward(visual, pv, g, blocks=set(ks), block_fn=_block_fn(p.device, compile), fused=p.device.type == 'cuda')
     else:
         x = vision_inputs(processor, clips, p.device, p.dtype); g = x['grid_thw']
         caught, hooks = {}, [visual.blocks[k].register_forward_hook(lambda m, a, o, k=k: caught.__setitem__(k, o[0] if isinstance(o, tuple) else o)) for k in set(ks)]
@@ -129,13 +131,17 @@ def extract_vision(model, processor, frames, blocks=(), fast=None):
     return res[0] if single else res
 
 def _check_budget(processor, f, i):
-    "The size checks `vision_inputs` gets from the processor, for the fast path that skips it."
-    T, H, W, _ = f.shape; ip = processor.image_processor
-    lo = getattr(ip, 'min_pixels', None) or (ip.size or {}).get('shortest_edge', 0); hi = getattr(ip, 'max_pixels', None) or (ip.size or {}).get('longest_edge', 1 << 62)
+    """The size checks `vision_inputs` gets from the processor that applies (the image processor for a
+    single frame, the video processor for a clip: their budgets differ), for the fast path that skips it."""
+    from foresight.data import pixel_budget
+    T, H, W, _ = f.shape
+    kind = 'video' if T > 1 else 'image'
+    lo, hi = pixel_budget(processor, video=T > 1)
     if H % 28 or W % 28:
         raise VideoError(f"clip {i}: {H}x{W} px is not a multiple of 28 (14-px patches, 2x2 merge); resize with foresight.data.resize_frames(frames, size) first")
     if not lo <= H * W <= hi:
-        raise VideoError(f"clip {i}: {H}x{W} = {H * W} px is outside the processor's pixel budget {lo}..{hi}; resize the frames into it first")
+        raise VideoError(f"clip {i}: {H}x{W} = {H * W} px per frame is outside the {kind} processor's pixel budget {lo}..{hi}; "
+                         f"resize the frames into it first (foresight.data.fit_frames(frames, processor))")
 
 # %% ../nbs/00_extraction.ipynb #49b8581c
 class _Identity(torch.nn.Module):
@@ -194,7 +200,7 @@ def llm_inputs(processor, clips, texts, fps=None, device=None):
     return {k: (v.to(device) if hasattr(v, 'to') else v) for k, v in b.items()}
 
 @torch.no_grad()
-def extract_llm_hidden(model, processor, frames, text: str = '', layers=(-1,), fps=None, fast=None):
+def extract_llm_hidden(model, processor, frames, text: str = '', layers=(-1,), fps=None, fast=None, compile=False):
     """`{layer: (T', H/2, W/2, D)}`: the language model's hidden states at the visual tokens, with the
     model's own 3-D positions. Layer 0 is the input embeddings (the merged visual tokens), -1 the
     final layer (after the norm). `frames` may be a list of clips (then texts/fps may be lists and a
@@ -216,7 +222,7 @@ def extract_llm_hidden(model, processor, frames, text: str = '', layers=(-1,), f
         vid = 'pixel_values_videos' in b
         hs = fast_llm_hidden(model, b['input_ids'], b['mm_token_type_ids'], b['pixel_values_videos' if vid else 'pixel_values'].to(next(model.parameters()).dtype),
                              b['video_grid_thw' if vid else 'image_grid_thw'].cpu(), b.get('second_per_grid_ts'), b['attention_mask'], layers=tuple(layers),
-                             block_fn=_block_fn(dev), modality='video' if vid else 'image', fused=dev.type == 'cuda')
+                             block_fn=_block_fn(dev, compile), modality='video' if vid else 'image', fused=dev.type == 'cuda')
     else:
         hs = model.model(**{k: v for k, v in b.items() if k != 'token_type_ids'}, output_hidden_states=True, use_cache=False).hidden_states
     merge = model.config.vision_config.spatial_merge_size
@@ -285,7 +291,7 @@ class LatentCache:
     def _manifests(self): return sorted(self.root.glob('manifest*.json'))
     def manifest(self) -> dict:
         "All ranks' manifests merged: shards, skipped items, meta, and `complete` when every rank finished."
-        ms = [json.loads(p.read_text()) for p in self._manifests()]
+        ms = [_read_manifest(p) for p in self._manifests()]
         if not ms: return dict(shards={}, skipped={}, meta={}, complete=False)
         out = dict(shards={}, skipped={}, meta=ms[0].get('meta', {}), n_items=ms[0].get('n_items'))
         for m in ms: out['shards'].update(m['shards']); out['skipped'].update(m['skipped'])
@@ -295,7 +301,10 @@ class LatentCache:
     def ids(self):
         m = self.manifest(); return [i for s in sorted(m['shards']) for i in m['shards'][s]['ids']]
     @property
-    def complete(self): return self.manifest().get('complete', False)
+    def complete(self):
+        "Every rank finished and every shard it lists is readable (a damaged shard is recomputed, so the cache is not complete)."
+        m = self.manifest()
+        return bool(m.get('complete')) and all(_readable(self.root/s) for s in m['shards'])
     def load(self, ids=None, device='cpu') -> dict:
         "`{id: tensor}` for all (or the given) ids."
         from safetensors.torch import load_file
@@ -309,6 +318,16 @@ class LatentCache:
         return out
     def __len__(self): return len(self.ids())
     def __repr__(self): return f"LatentCache({self.root}, {len(self)} items, complete={self.complete})"
+
+def _read_manifest(p) -> dict:
+    "A cache manifest, or an `OSError` naming it when it is damaged (never a bare JSON error)."
+    try: m = json.loads(Path(p).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise OSError(f"{p}: damaged cache manifest (not valid JSON: {e}); delete it (or the whole folder {Path(p).parent}) "
+                      f"and run the extraction again: finished shards are recomputed") from None
+    if not isinstance(m, dict) or not isinstance(m.get('shards'), dict) or not isinstance(m.get('skipped', {}), dict):
+        raise OSError(f"{p}: damaged cache manifest (no 'shards' table); delete it and run the extraction again")
+    return m
 
 def rank_world():
     "`(rank, world size)` from `torch.distributed` when initialised, else from `torchrun`/`accelerate`'s RANK/WORLD_SIZE, else `(0, 1)`."
@@ -324,7 +343,7 @@ class _Loaded(torch.utils.data.Dataset):
     def __getitem__(self, i):
         it = self.items[i]
         try: return it.id, (self.load(it) if self.load is not None else it), None
-        except (VideoError, OSError, ValueError) as e: return it.id, None, f'{type(e).__name__}: {e}'
+        except (VideoError, OSError, ValueError, MemoryError) as e: return it.id, None, f'{type(e).__name__}: {e}'
 
 def _batches(items, load, batch_size, num_workers):
     ds = _Loaded(items, load)
@@ -350,7 +369,7 @@ def cache_latents(items, fn, cache_dir, shard_size: int = 64, meta: dict | None 
     items = list(items); ids = [it.id for it in items]
     if len(set(ids)) != len(ids): raise ValueError(f"duplicate clip ids in the dataset: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
     mpath = cache.root/('manifest.json' if world == 1 else f'manifest-rank{rank}-of-{world}.json')
-    m = json.loads(mpath.read_text()) if mpath.exists() else dict(shards={}, skipped={}, meta={})
+    m = _read_manifest(mpath) if mpath.exists() else dict(shards={}, skipped={}, meta={})
     m.update(meta=dict(m.get('meta') or {}, **(meta or {})), n_items=len(items), complete=False, rank=rank, world=world)
     mine = [s for s in range(math.ceil(len(items) / shard_size)) if s % world == rank]
     for s in mine:                                   # a killed run's half-written shards (this rank's only)
@@ -412,7 +431,8 @@ def _try(fn, c):
 POINTS = ('pre_merge', 'post_merge', 'block', 'llm')
 
 def extract_dataset(model, processor, refs, cache_dir, point='post_merge', layer=None, size=448, frames=16, fps=None,
-                    batch_size=16, num_workers=4, shard_size=256, strict=False, progress=True, dtype=None) -> LatentCache:
+                    batch_size=16, num_workers=4, shard_size=256, strict=False, progress=True, dtype=None,
+                    compile=True) -> LatentCache:
     """Extract `point` latents (`pre_merge`, `post_merge`, `block` k = `layer`, or `llm` layer) of every
     clip in `refs` (`ClipRef`s or `Clip`s) into a `LatentCache`. Frames are sampled (`fps`, `frames`),
     centre-cropped and resized to `size` in DataLoader workers; clips of a batch go through one call."""
@@ -422,8 +442,8 @@ def extract_dataset(model, processor, refs, cache_dir, point='post_merge', layer
     def load(r): return r.load(fps=fps, max_frames=frames, size=size) if isinstance(r, ClipRef) else r
     def fn(clips):
         if point == 'llm':
-            return [z[layer].to(dtype or torch.float32) for z in extract_llm_hidden(model, processor, clips, layers=(layer,))]
-        zs = extract_vision(model, processor, [c.frames for c in clips], blocks=(layer,) if point == 'block' else ())
+            return [z[layer].to(dtype or torch.float32) for z in extract_llm_hidden(model, processor, clips, layers=(layer,), compile=compile)]
+        zs = extract_vision(model, processor, [c.frames for c in clips], blocks=(layer,) if point == 'block' else (), compile=compile)
         return [(z.blocks[layer] if point == 'block' else getattr(z, point)).to(dtype or torch.float32) for z in zs]
     meta = dict(model=getattr(model, 'name_or_path', '?'), point=point, layer=layer, size=size, frames=frames, fps=fps)
     return cache_latents(refs, fn, cache_dir, shard_size=shard_size, meta=meta, strict=strict, progress=progress, load=load,

@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['project_root', 'reports_root', 'safe_name', 'run_name_for', 'resolve_run_dir', 'atomic_write', 'to_jsonable',
-           'ParamError', 'Spec', 'Int', 'Float', 'Bool', 'Str', 'Choice', 'Ints', 'Strs', 'parameter_cell_names',
-           'check_params', 'NonFiniteError', 'check_finite', 'verdict', 'Metric', 'git_commit', 'environment_info',
-           'is_random_preset', 'inline_display', 'show_inline', 'Findings', 'stable_results', 'diff_results']
+__all__ = ['RANDOM_CONTROLS', 'project_root', 'reports_root', 'safe_name', 'run_name_for', 'resolve_run_dir', 'atomic_write',
+           'to_jsonable', 'ParamError', 'Spec', 'Int', 'Float', 'Bool', 'Str', 'Choice', 'Ints', 'Strs',
+           'closest_names', 'check_layer_depth', 'parameter_cell_names', 'check_params', 'NonFiniteError',
+           'check_finite', 'verdict', 'control_model', 'beats_control', 'Metric', 'git_commit', 'environment_info',
+           'is_random_preset', 'RecordedWarning', 'warn_and_record', 'inline_display', 'show_inline', 'Findings',
+           'stable_results', 'diff_results']
 
 # %% ../nbs/lib/findings.ipynb #5e818c59
-import os, re, sys, json, time, math, shutil, socket, difflib, platform, subprocess, tempfile, datetime, functools
+import os, re, sys, json, time, math, shutil, socket, difflib, platform, subprocess, tempfile, datetime, warnings, weakref, functools
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,9 @@ def run_name_for(params: dict | None = None) -> str:
 def resolve_run_dir(experiment: str, run_dir: str | os.PathLike | None = None, params=None) -> Path:
     """The folder a run writes to. Empty `run_dir`: a new folder under `reports/<experiment>/`
     (a temporary one under `nbdev_test`, so tests never litter `reports/`). A relative `run_dir`
-    is taken inside `reports/`; an absolute one must lie inside `reports/` or the system temp dir."""
+    is taken inside `reports/` and must stay there (`..` that climbs out is refused, wherever the
+    checkout lies); an absolute one must lie inside `reports/` or the system temp dir (for tests).
+    Neither may be the root of `reports/` or of the temp dir itself."""
     experiment = safe_name(experiment, 'experiment')
     root = reports_root()
     if not run_dir:
@@ -59,12 +63,12 @@ def resolve_run_dir(experiment: str, run_dir: str | os.PathLike | None = None, p
         d = root/experiment/run_name_for(params)
     else:
         d = Path(run_dir)
-        if not d.is_absolute(): d = root/d
-        d = d.resolve()
-        allowed = [root.resolve(), Path(tempfile.gettempdir()).resolve()]
-        if not any(d == a or a in d.parents for a in allowed):
-            raise ValueError(f"run_dir {str(run_dir)!r} lies outside {root} (and outside the temp dir): "
-                             f"pass a folder inside reports/, or leave run_dir empty for a new one")
+        relative = not d.is_absolute()
+        d = (root/d if relative else d).resolve()
+        allowed = [root.resolve()] + ([] if relative else [Path(tempfile.gettempdir()).resolve()])
+        if not any(a in d.parents for a in allowed):
+            raise ValueError(f"run_dir {str(run_dir)!r} lies outside {root}" + ("" if relative else " (and outside the temp dir)") +
+                             f": pass a folder inside reports/ (a relative path is taken inside it), or leave run_dir empty for a new one")
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -203,7 +207,40 @@ class Strs(Spec):
         if self.choices and any(i not in self.choices for i in items): self.fail(name, v)
         return tuple(items)
 
-# %% ../nbs/lib/findings.ipynb #53845043
+# %% ../nbs/lib/findings.ipynb #f98b934c
+def _abbreviates(short: str, name: str) -> bool:
+    "Whether `short`'s letters appear in `name` in order, starting with its first letter (`lyr` in `layer`)."
+    short, name = short.lower(), name.lower()
+    if not short or short[0] != name[:1]: return False
+    it = iter(name)
+    return all(ch in it for ch in short)
+
+def closest_names(name: str, names, n: int = 1, cutoff: float = 0.5) -> list:
+    "The `n` names of `names` most like `name`: abbreviations of it first, then by similarity (at least `cutoff`)."
+    score = lambda m: (_abbreviates(name, m), difflib.SequenceMatcher(None, name.lower(), m.lower()).ratio())
+    ranked = sorted(names, key=lambda m: score(m), reverse=True)
+    return [m for m in ranked if score(m)[0] or score(m)[1] >= cutoff][:n]
+
+# %% ../nbs/lib/findings.ipynb #cd5cbdc5
+def check_layer_depth(layer, vlm: str, name: str = 'layer'):
+    """`layer` unchanged if the VLM `vlm` has it, else a `ParamError`: a vision block `k` must lie in
+    `0..depth-1`, `llm:k` in `-(L+1)..L` (hidden states of the embeddings and L layers); `pre_merge` and
+    `post_merge` always exist. Reads only the config (`models.vlm_config`), never the weights."""
+    m = re.fullmatch(r'(llm:)?(-?[0-9]+)', str(layer).strip()) if not isinstance(layer, bool) else None
+    if m is None: return layer
+    from foresight.models import vlm_config
+    cfg, k = vlm_config(vlm), int(m[2])
+    if m[1]:
+        n = cfg.text_config.num_hidden_layers
+        if not -(n + 1) <= k <= n:
+            raise ParamError(f"parameter {name}={layer!r} is not allowed: the language model of {vlm} has hidden states llm:0..llm:{n} "
+                             f"(or llm:-1 for the last)")
+    elif not 0 <= k < cfg.vision_config.depth:
+        raise ParamError(f"parameter {name}={layer!r} is not allowed: the vision tower of {vlm} has blocks 0..{cfg.vision_config.depth - 1} "
+                         f"(or use pre_merge, post_merge)")
+    return layer
+
+# %% ../nbs/lib/findings.ipynb #2b7d239a
 def _assigned_names(src: str) -> set | None:
     "The names a cell of plain `name = literal` lines (a parameters cell) assigns; None when it does anything else."
     import ast
@@ -239,7 +276,7 @@ def check_params(g: dict, before: set, spec: dict) -> dict:
     if names is None: names = {n for n in g if n not in before and n not in ('In', 'Out', 'exit', 'quit', 'get_ipython')}
     unknown = sorted(n for n in names if not n.startswith('_') and n not in known)
     if unknown:
-        hints = [f"{n} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(n, known, 1)) else n for n in unknown]
+        hints = [f"{n} (did you mean {m[0]}?)" if (m := closest_names(n, known)) else n for n in unknown]
         raise ParamError(f"unknown parameter(s): {', '.join(hints)}. This notebook takes: {', '.join(sorted(known))}")
     missing = sorted(n for n in known if n not in g)
     if missing: raise ParamError(f"parameter(s) {', '.join(missing)} missing from the parameters cell")
@@ -277,7 +314,30 @@ def verdict(value, target: str | None) -> str:
     if not m: raise ValueError(f"target {target!r} not understood: write e.g. '> 0.5', '< 0.3' or '0.1..0.2'")
     return 'PASS' if _OPS[m[1]](value, float(m[2]) / (100 if t.endswith('%') else 1)) else 'FAIL'
 
-# %% ../nbs/lib/findings.ipynb #9bde2fa9
+# %% ../nbs/lib/findings.ipynb #018276f6
+RANDOM_CONTROLS = {'7b': 'random:7b', '3b': 'random:3b', 'ltx': 'random:ltx'}
+
+def control_model(name: str, seed: int = 0) -> dict:
+    """`{'name', 'seed'}` of the random-weights control of model `name`: `random:7b` / `random:3b` for a
+    Qwen2.5-VL 7B / 3B checkpoint, `random:ltx` for LTX-Video; a preset that is already random
+    (`tiny`, `random:*`) gets the same preset with another seed (`seed + 1`)."""
+    n = str(name)
+    if n.startswith(('tiny', 'random:')): return dict(name=n, seed=seed + 1)     # already random: another draw
+    low = n.lower()
+    for k, v in RANDOM_CONTROLS.items():
+        hit = ('ltx' in low) if k == 'ltx' else any(s in low for s in (f'-{k}', f'_{k}', f'/{k}'))
+        if hit: return dict(name=v, seed=seed)
+    raise ValueError(f"no random-weights control known for {name!r}: name it explicitly (random:7b, random:3b, random:ltx) "
+                     "or switch the control off (control=False)")
+
+def beats_control(control: dict, target: str | None = None) -> bool:
+    "Whether `control['diff_ci']` (achieved − control) lies wholly on the better side of 0 (see above)."
+    lo, hi = control.get('diff_ci') or (float('nan'),) * 2
+    better = control.get('better') or ('lower' if target and target.strip().startswith('<') else 'higher')
+    if better not in ('higher', 'lower'): raise ValueError(f"control better={better!r}: use 'higher' or 'lower'")
+    return bool(hi < 0) if better == 'lower' else bool(lo > 0)
+
+# %% ../nbs/lib/findings.ipynb #a28dd8cf
 @dataclass
 class Metric:
     name: str
@@ -289,8 +349,12 @@ class Metric:
     key: bool = True
     fmt: str = '.3f'
     volatile: bool = False
+    control: dict | None = None
     @property
-    def verdict(self): return verdict(self.value, self.target)
+    def verdict(self):
+        v = verdict(self.value, self.target)
+        if v != 'PASS' or not self.control: return v
+        return 'PASS' if beats_control(self.control, self.target) else 'FAIL (not beyond the random-weights control)'
     def show(self, v=None):
         v = self.value if v is None else v
         if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -300,6 +364,11 @@ class Metric:
         s = self.show()
         if self.ci: s += f" [{self.show(self.ci[0])}, {self.show(self.ci[1])}]"
         if self.null is not None: s += f" (null {self.show(self.null)})"
+        c = self.control
+        if c:
+            s += f"; random-weights control {self.show(c.get('value'))}"
+            if c.get('ci') is not None: s += f" [{self.show(c['ci'][0])}, {self.show(c['ci'][1])}]"
+            if c.get('diff_ci') is not None: s += f", difference [{self.show(c['diff_ci'][0])}, {self.show(c['diff_ci'][1])}]"
         return s
 
 # %% ../nbs/lib/findings.ipynb #310bafaf
@@ -328,6 +397,18 @@ def environment_info() -> dict:
 
 # %% ../nbs/lib/findings.ipynb #f3cd1741
 def is_random_preset(name) -> bool: return str(name).startswith('tiny') or str(name).startswith('random:')
+
+class RecordedWarning(UserWarning):
+    "A warning that the report of the run it happens in must list (a video missing frames, say): see `warn_and_record`."
+
+_OPEN = weakref.WeakSet()          # Findings not yet written: they collect what `warn_and_record` says
+
+def warn_and_record(message: str, category=RecordedWarning, stacklevel: int = 2):
+    """Warn, and note `message` in every open `Findings` of this process (whatever warning filters or
+    `catch_warnings` blocks then do with the warning), so a report never leaves out what was warned about."""
+    for f in list(_OPEN):
+        if message not in f.notes: f.note(message)
+    warnings.warn(message, category, stacklevel=stacklevel + 1)
 
 def inline_display() -> bool:
     """Whether `Findings` also shows its figures and tables in the notebook: yes in a Jupyter kernel (JupyterLab,
@@ -373,14 +454,19 @@ class Findings:
         self.metrics, self.values, self.sections, self.tables, self.figures, self.artifacts = {}, {}, [], [], [], []
         self.notes, self.skipped, self.timings = [], [], {}
         self.t0 = time.time()
+        _OPEN.add(self)
 
-    def metric(self, name, value, target=None, what='', ci=None, null=None, key=True, fmt='.3f', volatile=False):
+    def metric(self, name, value, target=None, what='', ci=None, null=None, key=True, fmt='.3f', volatile=False, control=None):
         """Record a metric; with a `target` (e.g. `'> 0.5'`) it gets a PASS/FAIL verdict. Returns the value.
         `volatile=True` marks a figure that changes from run to run by nature (a throughput, a time): the
         determinism checks (`stable_results`) leave it out. A NaN or Inf value fails its target and is
-        also listed under the report's notes."""
+        also listed under the report's notes. `control`: the random-weights control (see `beats_control`),
+        a dict with `value`, `ci` and `diff_ci` (achieved − control); with it the verdict must also beat it."""
         if hasattr(value, 'item'): value = value.item()
-        self.metrics[name] = Metric(name, value, what, target, tuple(map(float, ci)) if ci is not None else None, null, key, fmt, volatile)
+        if control is not None:
+            if not isinstance(control, dict) or 'value' not in control: raise ValueError(f"metric {name!r}: control must be a dict with 'value' (and 'ci', 'diff_ci')")
+            control = {k: (tuple(map(float, v)) if k in ('ci', 'diff_ci') and v is not None else v) for k, v in control.items()}
+        self.metrics[name] = Metric(name, value, what, target, tuple(map(float, ci)) if ci is not None else None, null, key, fmt, volatile, control)
         if isinstance(value, float) and not math.isfinite(value):
             self.note(f"metric {name!r} is {value}: check the inputs and losses that produced it")
         return value
@@ -454,7 +540,7 @@ class Findings:
     def recommendation(self):
         v = [m.verdict for m in self.metrics.values() if m.key and m.target]
         if not v: return 'NONE'
-        return 'PROCEED' if all(x == 'PASS' for x in v) else ('STOP' if all(x == 'FAIL' for x in v) else 'PIVOT')
+        return 'PROCEED' if all(x == 'PASS' for x in v) else ('STOP' if all(x.startswith('FAIL') for x in v) else 'PIVOT')
 
     def render(self, answer, recommendation=None, implications=()):
         rec = recommendation or self.recommendation()
@@ -498,13 +584,14 @@ class Findings:
                    date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                    recommendation=rec, answer=answer,
                    metrics={k: dict(value=m.value, target=m.target, verdict=m.verdict, ci=m.ci, null=m.null, what=m.what, key=m.key,
-                                    **(dict(volatile=True) if m.volatile else {}))
+                                    **(dict(volatile=True) if m.volatile else {}), **(dict(control=m.control) if m.control else {}))
                             for k, m in self.metrics.items()},
                    values=self.values, params=self.params, models=self.models,
                    preset='random' if self.preset_note else 'pretrained', seed=self.seed,
                    skipped=self.skipped, n_skipped=len(self.skipped),
                    git_commit=git_commit(), **env, timings=self.timings, wall_time_s=time.time() - self.t0)
         atomic_write(self.run_dir/'results.json', json.dumps(to_jsonable(res), indent=1))
+        _OPEN.discard(self)
         return self.run_dir/'findings.md'
 
 # %% ../nbs/lib/findings.ipynb #90913d05

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['QWEN_SPECIAL_TOKENS', 'QWEN25_VL_SIZES', 'LTX_VAE_TINY', 'tiny_tokenizer', 'qwen25_vl_config', 'tiny_processor',
-           'default_device', 'default_dtype', 'attn_implementation', 'ModelUnavailable', 'load_vlm', 'load_video_vae']
+           'default_device', 'default_dtype', 'attn_implementation', 'ModelUnavailable', 'load_vlm', 'vlm_config',
+           'load_video_vae']
 
 # %% ../nbs/lib/models.ipynb #4fe4ac0b
 import os, json, warnings
@@ -141,6 +142,17 @@ def load_vlm(name: str = 'tiny', device=None, dtype=None, seed: int = 0, trust_r
     proc = _from_pretrained(AutoProcessor, name, trust_remote_code=trust_remote_code)
     model.name_or_path = name
     return model, proc
+
+# %% ../nbs/lib/models.ipynb #914d2ad0
+def vlm_config(name: str = 'tiny'):
+    """The `Qwen2_5_VLConfig` that `load_vlm(name)` builds or loads, without the weights: presets build it
+    in code; a hub id or local path reads its `config.json` (from the cache when offline)."""
+    if name == 'tiny' or name.startswith('random:'):
+        size = 'tiny' if name == 'tiny' else name.split(':', 1)[1]
+        if size not in QWEN25_VL_SIZES: raise ModelUnavailable(f"unknown preset {name!r}: use 'tiny', 'random:3b' or 'random:7b'")
+        return qwen25_vl_config(size)
+    from transformers import AutoConfig
+    return _from_pretrained(AutoConfig, name)
 
 # %% ../nbs/lib/models.ipynb #1ec22b88
 LTX_VAE_TINY = dict(latent_channels=16, block_out_channels=(8, 16, 32, 32), decoder_block_out_channels=(8, 16, 32, 32),

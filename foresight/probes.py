@@ -10,8 +10,9 @@ __all__ = ['LPIPS_ACCESSIBLE', 'LPIPS_LOST', 'default_probe_images', 'probe_imag
            'layer_name', 'vision_geometry', 'token_table', 'latent_grid', 'model_fingerprint', 'image_latents',
            'image_to_patches', 'patches_to_image', 'upsampling_matrix', 'TokenProbe', 'GlobalProbe', 'make_probe',
            'ridge_fit', 'probe_loss', 'reconstruct', 'fit_probe', 'planted_token_data', 'heldout_r2',
-           'planted_global_data', 'lpips_band', 'image_metrics', 'summarize_metrics', 'train_and_evaluate',
-           'reconstruction_grid', 'learning_curves']
+           'planted_global_data', 'planted_lowrank_data', 'lpips_band', 'image_metrics', 'group_bootstrap_ci',
+           'summarize_metrics', 'control_latents', 'control_record', 'train_and_evaluate', 'reconstruction_grid',
+           'learning_curves']
 
 # %% ../nbs/02_e1_2_probe.ipynb #f253235a
 import math, time, json, hashlib, functools, warnings
@@ -28,17 +29,18 @@ def default_probe_images(n: int = 40, size: int = 112, seed: int = 0) -> list:
     rng = np.random.default_rng(seed)
     photos = shipped_images(size)
     n_photo = min(len(photos), round(0.4 * n)); n_video = round(0.2 * n); n_syn = n - n_photo - n_video
-    out = [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='photo', group=c.id))
+    out = [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='photo', group=c.group), group=c.group)
            for c in (photos[i] for i in sorted(rng.permutation(len(photos))[:n_photo]))]
     if n_video:
         clips = shipped_clips(frames=24, size=size); per = math.ceil(n_video / len(clips)); frames = []
         for c in clips:
             for t in np.linspace(0, len(c.frames) - 1, per).round().astype(int):
-                frames.append(Clip(f'{c.id}-f{t:03d}', c.frames[t:t + 1], 1.0, c.label, meta=dict(source='video', group=c.id)))
+                frames.append(Clip(f'{c.id}-f{t:03d}', c.frames[t:t + 1], 1.0, c.label, meta=dict(source='video', group=c.group, video=c.id),
+                                   group=c.group))     # the group is the footage: the carphone twins share one
         out += [frames[i] for i in sorted(rng.permutation(len(frames))[:n_video])]
     for k in (1, 2, 3):
         m = n_syn // 3 + (k <= n_syn % 3)
-        out += [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='synthetic', group=c.id))
+        out += [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='synthetic', group=c.group), group=c.group)
                 for c in positioned_objects(m, objects=k, size=size, seed=seed, max_size=0.3 if k < 3 else 0.22)] if m else []
     return out
 
@@ -56,7 +58,7 @@ def probe_images(dataset: str = 'default', n: int = 40, size: int = 112, seed: i
         except VideoError as e:
             if on_skip is None: raise
             on_skip(r.id, str(e)); continue
-        out.append(Clip(c.id, c.frames[:1], 1.0, c.label, meta=dict(c.meta, source='folder', group=c.id)))
+        out.append(Clip(c.id, c.frames[:1], 1.0, c.label, meta=dict(c.meta, source='folder', group=c.group), group=c.group))
     if len(out) < 5: raise VideoError(f"{dataset}: only {len(out)} usable images; the probes need at least 5")
     return out
 
@@ -154,7 +156,7 @@ def image_latents(clips, layer, vlm: str = 'tiny', cache_dir=None, model=None, p
     def fn_batch(chunk):
         m, pr = get_model()
         vs = extract_vision(m, pr, [c.frames for c in chunk], blocks=(k,) if k is not None else ())
-        return [latent_grid(v, layer).float() for v in vs]
+        return [latent_grid(v, layer).float().cpu() for v in vs]   # analysis tensors come back on the CPU
     if cache_dir is None:
         z = torch.cat([torch.stack(fn_batch(clips[i:i + batch_size])) for i in range(0, len(clips), batch_size)])
         return z, dict(cache=None, reused=False, seconds=time.time() - t0)
@@ -201,23 +203,25 @@ class TokenProbe(nn.Module):
     def forward(self, z): return self.render(self.head(self.features(z)), z)
 
 class GlobalProbe(nn.Module):
-    """Global linear probe: all `h`×`w` tokens of an image → the image at `out_size`² (upsampled to
-    `image_size`). Tokens are first mapped to `rank` dims by a shared linear map (`rank=0`: kept whole)."""
+    """Global linear probe: all `h`×`w` tokens of an image (every token, at full width) → the image at
+    `out_size`² (upsampled to `image_size`), through a reduced-rank map: `down` (all tokens → `rank`
+    dims) then `head` (→ pixels). `rank=0`: a full-rank map (small grids only)."""
     kind = 'global'
     def __init__(self, grid: tuple, d: int, image_size: tuple, out_size: int = 32, rank: int = 16, mean=None, std=None, seed: int = 0):
-        super().__init__(); self.grid, self.image_size, self.out_size = tuple(grid), tuple(image_size), out_size
+        super().__init__(); self.grid, self.image_size, self.out_size, self.rank = tuple(grid), tuple(image_size), out_size, rank
         self.register_buffer('mean', torch.zeros(d) if mean is None else mean.detach().clone().float())
         self.register_buffer('std', torch.ones(d) if std is None else std.detach().clone().float())
-        g = torch.Generator().manual_seed(seed)
-        self.reduce = nn.Linear(d, rank, bias=False) if rank else nn.Identity()
-        if rank:   # a seeded random projection with orthonormal rows (where rank <= d): keeps the tokens' scale
-            w = torch.randn(max(d, rank), max(d, rank), generator=g)
-            with torch.no_grad(): self.reduce.weight.copy_(torch.linalg.qr(w)[0][:rank, :d])
-        self.head = nn.Linear(grid[0] * grid[1] * (rank or d), 3 * out_size * out_size)
+        n_in, n_out = grid[0] * grid[1] * d, 3 * out_size * out_size
+        if not rank and n_in * n_out > 2e8:
+            raise ValueError(f"a full-rank global probe from {n_in:,} inputs to {n_out:,} pixels needs {n_in * n_out:,} weights: "
+                             f"give it a rank (global_rank=16) or a smaller global_size")
+        torch.manual_seed(seed)
+        self.down = nn.Linear(n_in, rank, bias=False) if rank else nn.Identity()
+        self.head = nn.Linear(rank or n_in, n_out)
         nn.init.zeros_(self.head.weight); nn.init.constant_(self.head.bias, 0.5)
     def features(self, z):
         if tuple(z.shape[1:3]) != self.grid: raise ValueError(f"GlobalProbe was built for a {self.grid} token grid, got {tuple(z.shape[1:3])}")
-        return self.reduce((z - self.mean) / self.std).flatten(1)
+        return ((z - self.mean) / self.std).flatten(1)
     def targets(self, x):
         "The low-resolution image whose bilinear upsampling is closest to `x` (least squares), so a fit to it fits `x`."
         H, W = self.image_size
@@ -225,7 +229,7 @@ class GlobalProbe(nn.Module):
         return (ph @ x @ pw.T).flatten(1)
     def render(self, out, z):
         return F.interpolate(out.reshape(len(out), 3, self.out_size, self.out_size), size=self.image_size, mode='bilinear', align_corners=False)
-    def forward(self, z): return self.render(self.head(self.features(z)), z)
+    def forward(self, z): return self.render(self.head(self.down(self.features(z))), z)
 
 # %% ../nbs/02_e1_2_probe.ipynb #e00db38a
 def make_probe(kind: str, z_train: torch.Tensor, image_size, patch: int | None = None, global_size: int = 32,
@@ -260,12 +264,52 @@ def _ridge_solve(S, lam):
     W = torch.linalg.solve(C + reg * torch.eye(len(C), dtype=C.dtype, device=C.device), X)
     return W, mt - mf @ W
 
+def _rrr_parts(F_tr, T_tr, lam):
+    "Dual ridge on centred features: `(α, mean_f, mean_t)` with W = F_cᵀ α (λ relative to the mean feature variance)."
+    mf, mt = F_tr.mean(0), T_tr.mean(0)
+    Fc, Tc = F_tr - mf, T_tr - mt
+    K = Fc @ Fc.T
+    reg = lam * K.diagonal().sum().clamp_min(1e-12) / Fc.shape[1]        # = n · λ · mean feature variance, the primal's strength
+    return Fc, torch.linalg.solve(K + reg * torch.eye(len(K), dtype=K.dtype, device=K.device), Tc), mf, mt
+
+def _rrr_solve(F_tr, T_tr, lam, rank):
+    """Reduced-rank ridge regression: the ridge fit, its fitted values projected on their top `rank`
+    principal directions `V`. Returns `(U = W V (p, r), V (q, r), bias)` with the map `f ↦ f U Vᵀ + bias` (`rank=0`: `U = W`, `V = I`)."""
+    Fc, alpha, mf, mt = _rrr_parts(F_tr, T_tr, lam)
+    if rank:
+        fitted = Fc @ (Fc.T @ alpha)
+        V = torch.linalg.svd(fitted, full_matrices=False)[2][:rank].T          # (q, r)
+        if V.shape[1] < rank: V = torch.cat([V, V.new_zeros(len(V), rank - V.shape[1])], 1)
+        U = Fc.T @ (alpha @ V)
+    else: V, U = None, Fc.T @ alpha
+    W_mf = (mf @ U) @ V.T if rank else mf @ U
+    return U, V, mt - W_mf
+
+def _rrr_fit(probe, z, x, lams, va, tr, batch_size):
+    "`ridge_fit` for the global probe: reduced-rank ridge in the dual (images ≪ h·w·d features), λ chosen on `va`."
+    feats = lambda idx: torch.cat([probe.features(z[idx[i:i + batch_size]]).double() for i in range(0, len(idx), batch_size)])
+    targs = lambda idx: torch.cat([probe.targets(x[idx[i:i + batch_size]]).double() for i in range(0, len(idx), batch_size)])
+    lam = lams[0]
+    with torch.no_grad():
+        if len(va) and len(lams) > 1:
+            Ft, Tt, Fv, Tv = feats(tr), targs(tr), feats(va), targs(va)
+            pred = lambda U, V, b: ((Fv @ U) @ V.T if V is not None else Fv @ U) + b
+            lam = lams[int(np.argmin([((pred(*_rrr_solve(Ft, Tt, l, probe.rank)) - Tv) ** 2).mean().item() for l in lams]))]
+        all_idx = torch.cat([tr, va])
+        U, V, b = _rrr_solve(feats(all_idx), targs(all_idx), lam, probe.rank)
+        if probe.rank: probe.down.weight.copy_(U.T.float()); probe.head.weight.copy_(V.float())
+        else: probe.head.weight.copy_(U.T.float())
+        probe.head.bias.copy_(b.float())
+    return lam
+
 def ridge_fit(probe, z, x, lams=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), val_frac: float = 0.2, seed: int = 0, batch_size: int = 64) -> float:
     """Set `probe.head` to the ridge solution on `(z, x)`; the ridge strength (relative to the mean
-    feature variance) is chosen on a random `val_frac` of the images. Returns the chosen strength."""
+    feature variance) is chosen on a random `val_frac` of the images. Returns the chosen strength.
+    A global probe gets the reduced-rank ridge solution (`down` and `head`) of its rank."""
     n = len(z); perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(z.device)
     nv = max(1, round(val_frac * n)) if n >= 5 else 0
     va, tr = perm[:nv], perm[nv:]
+    if probe.kind == 'global': return _rrr_fit(probe, z, x, lams, va, tr, batch_size)
     lam = lams[0]
     if nv and len(lams) > 1:
         S_tr = _normal_sums(probe, z[tr], x[tr], batch_size)
@@ -350,6 +394,17 @@ def planted_global_data(n_img: int = 200, grid: int = 4, k: int = 12, d: int = 3
     z = torch.einsum('nk,hwkd->nhwd', s, A) + sigma * torch.randn(n_img, grid, grid, d, generator=g)
     return z, x
 
+# %% ../nbs/02_e1_2_probe.ipynb #14062f7d
+def planted_lowrank_data(n_img: int = 300, grid: int = 4, d: int = 48, m: int = 200, k: int = 8, size: int = 56, low: int = 16,
+                         sigma: float = 0.05, seed: int = 0) -> tuple:
+    "`(z, x)`: latents spanning `m` factors; each image a rank-`k` linear map of the whole (flattened) token grid, upsampled."
+    g = torch.Generator().manual_seed(seed)
+    zc = torch.randn(n_img, m, generator=g) @ torch.randn(m, grid * grid * d, generator=g) / math.sqrt(m)
+    U = torch.linalg.qr(torch.randn(grid * grid * d, k, generator=g))[0]
+    xl = 0.5 + (zc @ U) @ (0.1 * torch.randn(k, 3 * low * low, generator=g))
+    x = F.interpolate(xl.reshape(n_img, 3, low, low), size=(size, size), mode='bilinear', align_corners=False)
+    return (zc + sigma * torch.randn(zc.shape, generator=g)).reshape(n_img, grid, grid, d), x
+
 # %% ../nbs/02_e1_2_probe.ipynb #2dc3fc87
 LPIPS_ACCESSIBLE, LPIPS_LOST = 0.5, 0.7   # the plan's bands for E1.2
 
@@ -367,10 +422,45 @@ def image_metrics(y, x, batch_size: int = 32) -> dict:
             out['psnr'].append(psnr(a, b)); out['ssim'].append(ssim(a, b)); out['lpips'].append(lpips_distance(a, b))
     return {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items()}
 
-def summarize_metrics(m: dict, seed: int = 0, n_boot: int = 5000) -> dict:
-    "`{metric: (mean, (lo, hi))}`: each metric's mean over images with a 95 % bootstrap CI (BCa)."
-    ok = lambda v: len(v) > 1 and np.isfinite(v).all()       # a perfect reconstruction has PSNR = inf: no interval then
-    return {k: (float(np.mean(v)), bootstrap_ci(v, n_boot=n_boot, seed=seed) if ok(v) else (float('nan'),) * 2) for k, v in m.items()}
+def group_bootstrap_ci(x, groups, level: float = 0.95, n_boot: int = 5000, seed: int = 0) -> tuple:
+    """`(lo, hi)`: a percentile bootstrap CI of the mean of `x` that resamples whole `groups` (videos,
+    source images) with replacement, not items: frames of one video are not independent evidence."""
+    x = np.asarray(x, np.float64); _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    if len(x) != len(inv): raise ValueError(f"{len(x)} values but {len(inv)} groups: pass one group per value")
+    G = inv.max() + 1
+    if G < 2: raise ValueError(f"a group bootstrap needs at least 2 groups, got {G}")
+    S, C = np.bincount(inv, x, G), np.bincount(inv, minlength=G).astype(np.float64)
+    idx = np.random.default_rng(seed).integers(0, G, (n_boot, G))
+    lo, hi = np.quantile(S[idx].sum(1) / C[idx].sum(1), [(1 - level) / 2, (1 + level) / 2])
+    return (float(lo), float(hi))
+
+def summarize_metrics(m: dict, seed: int = 0, n_boot: int = 5000, groups=None) -> dict:
+    """`{metric: (mean, (lo, hi))}`: each metric's mean over images with a 95 % bootstrap CI: BCa over
+    images, or with `groups` (one per image) a bootstrap over groups (`group_bootstrap_ci`)."""
+    ok = lambda v: len(v) > 1 and np.isfinite(v).all() and (groups is None or len(set(groups)) > 1)   # PSNR = inf: no interval
+    ci = lambda v: bootstrap_ci(v, n_boot=n_boot, seed=seed) if groups is None else group_bootstrap_ci(v, groups, n_boot=n_boot, seed=seed)
+    return {k: (float(np.mean(v)), ci(v) if ok(v) else (float('nan'),) * 2) for k, v in m.items()}
+
+# %% ../nbs/02_e1_2_probe.ipynb #822ec965
+def control_latents(clips, layer, vlm: str, cache_dir=None, seed: int = 0, batch_size: int = 16, progress: bool = False) -> tuple:
+    "`(z, info)` like `image_latents`, from the random-weights control of `vlm`; `info['control']` names it."
+    from foresight.findings import control_model
+    from foresight.models import load_vlm
+    cm = control_model(vlm, seed)
+    model, processor = load_vlm(cm['name'], seed=cm['seed'])
+    try: z, info = image_latents(clips, layer, cm['name'], cache_dir, model, processor, batch_size, progress)
+    finally:
+        del model
+        if torch.cuda.is_available(): torch.cuda.empty_cache()
+    return z, dict(info, control=cm)
+
+def control_record(achieved, control, groups, model: dict | None = None, seed: int = 0, n_boot: int = 5000) -> dict:
+    """The `control` of a metric from paired per-item values: `{value, ci, diff_ci, model}`, the CIs
+    resampling `groups` (`diff_ci` is of achieved − control)."""
+    a, c = np.asarray(achieved, np.float64), np.asarray(control, np.float64)
+    if a.shape != c.shape: raise ValueError(f"achieved {a.shape} and control {c.shape} values must pair up item by item")
+    return dict(value=float(c.mean()), ci=group_bootstrap_ci(c, groups, n_boot=n_boot, seed=seed),
+                diff_ci=group_bootstrap_ci(a - c, groups, n_boot=n_boot, seed=seed), **({'model': model} if model else {}))
 
 # %% ../nbs/02_e1_2_probe.ipynb #aa9b1ea1
 def train_and_evaluate(z, x, train_idx, test_idx, kind: str = 'per_token', epochs: int = 6, lr: float = 3e-4,

@@ -578,12 +578,22 @@ def save_checkpoint(ckpt_dir, step: int, queries, opt, sched, history: list, ext
     for old in checkpoints(d)[:-keep]: shutil.rmtree(old, ignore_errors=True)
     return final
 
+def _load_state(p):
+    "A checkpoint's `state.pt`, tensors and plain values only: a file holding other objects (code) is refused, naming it."
+    import pickle, re
+    try: return torch.load(p, weights_only=True, map_location='cpu')
+    except pickle.UnpicklingError as e:
+        what = re.search(r'Unsupported global: GLOBAL (\S+)|Unsupported operand \S+', str(e))
+        raise ValueError(f"{p}: refused: not a tensor file; it holds Python objects that unpickling would build or run "
+                         f"({what[0] if what else 'not a weights-only checkpoint'}). It was not written by foresight, or "
+                         f"was altered: delete it (and resume from an older checkpoint, or start afresh)") from None
+
 def load_checkpoint(path, queries, opt=None, sched=None) -> dict:
     "Restore queries (and optimiser, scheduler, RNG) from a checkpoint folder; returns its state (step, history, extra)."
     from safetensors.torch import load_file
     path = Path(path); m = queries.module if hasattr(queries, 'module') else queries
     m.load_state_dict(load_file(str(path/'queries.safetensors'), device=str(m.query.device)))
-    st = torch.load(path/'state.pt', weights_only=True, map_location='cpu')
+    st = _load_state(path/'state.pt')
     if opt is not None: opt.load_state_dict(st['optimizer'])
     if sched is not None: sched.load_state_dict(st['scheduler'])
     torch.set_rng_state(st['rng']['cpu'])
@@ -684,7 +694,7 @@ def train_queries(queries, model, train: QueryData, val: QueryData | None = None
                         sort_keys=True, default=str)
     ck = checkpoints(cfg.ckpt_dir) if cfg.ckpt_dir and cfg.resume else []
     if ck:
-        st = torch.load(ck[-1]/'state.pt', weights_only=True, map_location='cpu')
+        st = _load_state(ck[-1]/'state.pt')
         if st['extra'].get('run_id') != run_id:
             raise ValueError(f"{ck[-1]} was written by another configuration (queries, data or schedule differ): delete {cfg.ckpt_dir}, "
                              f"pass another ckpt_dir, or resume=False to start afresh")

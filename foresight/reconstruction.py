@@ -10,8 +10,8 @@ __all__ = ['ADAPTERS', 'LTX_SCHEDULER', 'grid_coords', 'fourier_features', 'resa
            'MLPAdapter', 'make_adapter', 'n_params', 'load_ltx_transformer', 'load_ltx_scheduler', 'make_pipeline',
            'flow_matching_loss', 'latent_route_loss', 'train_latent_route', 'render_latent_route',
            'train_conditioning_route', 'sample_conditioning_route', 'frame_metrics', 'temporal_consistency',
-           'lpips_band', 'frechet_distance', 'i3d_features', 'fvd', 'label_frames', 'side_by_side', 'load_clips',
-           'clip_tensors', 'vlm_latents']
+           'lpips_band', 'frechet_distance', 'i3d_features', 'fvd', 'label_frames', 'side_by_side', 'count_objects',
+           'count_agreement', 'human_eval_sheet', 'load_clips', 'order_by_group', 'clip_tensors', 'vlm_latents']
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #48d7d283
 import math, json, time, contextlib
@@ -123,7 +123,8 @@ LTX_SCHEDULER = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=T
 
 def load_ltx_transformer(name: str = 'tiny', latent_channels: int = 16, caption_channels: int = 64, device=None, dtype=None, seed: int = 0):
     """An `LTXVideoTransformer3DModel`: `"tiny"` (two thin layers, seeded random weights, `latent_channels`
-    in and out, `caption_channels` of conditioning) or a hub id / local path (subfolder `transformer`)."""
+    in and out, `caption_channels` of conditioning), `"random:ltx"` (the full-size LTX-Video architecture,
+    seeded random weights; its own 128 latent and 4096 caption channels) or a hub id / local path (subfolder `transformer`)."""
     from diffusers import LTXVideoTransformer3DModel
     from foresight.models import default_device, default_dtype, _from_pretrained
     device = default_device(device); dtype = default_dtype(device, dtype)
@@ -131,6 +132,9 @@ def load_ltx_transformer(name: str = 'tiny', latent_channels: int = 16, caption_
         torch.manual_seed(seed)
         m = LTXVideoTransformer3DModel(in_channels=latent_channels, out_channels=latent_channels, num_attention_heads=2, attention_head_dim=16,
                                        cross_attention_dim=32, num_layers=2, caption_channels=caption_channels)
+    elif name == 'random:ltx':
+        torch.manual_seed(seed)
+        with torch.device(device): m = LTXVideoTransformer3DModel()    # built in place: 2B parameters are slow to initialise on a CPU
     else:
         sub = 'transformer' if not (Path(name)/'config.json').exists() else None
         m = _from_pretrained(LTXVideoTransformer3DModel, name, subfolder=sub, torch_dtype=dtype)
@@ -142,7 +146,7 @@ def load_ltx_scheduler(name: str = 'tiny', pipeline: str = 'ltx'):
     passes no resolution-dependent shift, so for it dynamic shifting is turned off."""
     from diffusers import FlowMatchEulerDiscreteScheduler
     from foresight.models import _from_pretrained
-    if name == 'tiny': s = FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER)
+    if name in ('tiny', 'random:ltx'): s = FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER)
     else: s = _from_pretrained(FlowMatchEulerDiscreteScheduler, name, subfolder='scheduler' if not (Path(name)/'scheduler_config.json').exists() else None)
     if pipeline == 'condition' and s.config.use_dynamic_shifting: s = FlowMatchEulerDiscreteScheduler.from_config(s.config, use_dynamic_shifting=False)
     return s
@@ -169,8 +173,9 @@ def flow_matching_loss(transformer, latents: torch.Tensor, embeds: torch.Tensor,
     s = sigma.view(B, 1, 1, 1, 1)
     x = LTXPipeline._pack_latents((1 - s) * latents + s * noise, p, pt)
     target = LTXPipeline._pack_latents(noise - latents, p, pt)
-    dt = next(transformer.parameters()).dtype
-    pred = transformer(hidden_states=x.to(dt), encoder_hidden_states=embeds.to(dt), timestep=sigma * 1000, encoder_attention_mask=mask,
+    dt, dev = next(transformer.parameters()).dtype, next(transformer.parameters()).device
+    x, target, sigma = x.to(dev), target.to(dev), sigma.to(dev)
+    pred = transformer(hidden_states=x.to(dt), encoder_hidden_states=embeds.to(dev, dt), timestep=sigma * 1000, encoder_attention_mask=mask.to(dev),
                        num_frames=t // pt, height=h // p, width=w // p, rope_interpolation_scale=(vae_ratios[0] / frame_rate, vae_ratios[1], vae_ratios[2]),
                        return_dict=False)[0]
     return F.mse_loss(pred.float(), target.float())
@@ -185,8 +190,8 @@ def latent_route_loss(adapter, vae, z, latents, video, w_latent=1.0, w_pixel=1.0
     pred = adapter(z, grid=latents.shape[-3:])
     parts = dict(latent=F.mse_loss(pred, latents))
     if w_pixel or w_lpips:
-        rec = decode_video_vae(vae, pred)
-        parts['pixel'] = F.mse_loss(rec, video)
+        rec = decode_video_vae(vae, pred.to(vae.dtype))      # a bf16 decoder takes bf16 latents; gradients flow back in float32
+        parts['pixel'] = F.mse_loss(rec, video.to(rec.device))
         if w_lpips:
             T = rec.shape[1]; k = min(lpips_frames or T, T)
             idx = torch.rand(rec.shape[:2], generator=generator).argsort(1)[:, :k].to(rec.device)        # k distinct frames per clip
@@ -226,7 +231,7 @@ def render_latent_route(adapter, vae, z, grid, batch_size=8) -> torch.Tensor:
     "Frames `(n, T, 3, H, W)` in `[0, 1]` that the VAE decoder renders from the adapter's latents."
     from foresight.extraction import decode_video_vae
     dev = adapter.mu.device
-    return torch.cat([decode_video_vae(vae, adapter(z[i:i + batch_size].to(dev), grid=grid)).cpu() for i in range(0, len(z), batch_size)])
+    return torch.cat([decode_video_vae(vae, adapter(z[i:i + batch_size].to(dev), grid=grid).to(vae.dtype)).cpu() for i in range(0, len(z), batch_size)])
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #44a0d188
 def train_conditioning_route(adapter, transformer, z, latents, steps=120, lr=2e-3, batch_size=4, frame_rate=25.0,
@@ -344,6 +349,53 @@ def side_by_side(columns: dict, rows=None) -> np.ndarray:
     n = next(iter(columns.values())).shape[0]; rows = range(n) if rows is None else rows
     return np.concatenate([np.concatenate([label_frames(v[i], k) for k, v in columns.items()], 2) for i in rows], 1)
 
+# %% ../nbs/05_e1_5_reconstruction.ipynb #45e912e9
+def count_objects(frame: np.ndarray, thresh: float = 40.0, min_area: int = 12) -> int:
+    "Blobs of at least `min_area` px whose colour differs from the frame's median (its background) by more than `thresh`."
+    from scipy import ndimage
+    f = np.asarray(frame, np.float32)
+    fg = np.abs(f - np.median(f.reshape(-1, 3), 0)).max(-1) > thresh
+    lab, n = ndimage.label(fg)
+    return int((np.bincount(lab.ravel())[1:] >= min_area).sum()) if n else 0
+
+def count_agreement(pred: torch.Tensor, true: torch.Tensor, **kw) -> np.ndarray:
+    "`(n,)` share of frames whose object count on the reconstruction equals that on the original (videos `(n, T, 3, H, W)` in [0, 1])."
+    u8 = lambda v: (v.clamp(0, 1).permute(0, 1, 3, 4, 2).cpu().numpy() * 255).round().astype(np.uint8)
+    a, b = u8(pred), u8(true)
+    return np.array([[count_objects(x, **kw) == count_objects(y, **kw) for x, y in zip(ca, cb)] for ca, cb in zip(a, b)], float).mean(1)
+
+def _gif_uri(frames: np.ndarray, fps: float) -> str:
+    import base64, io
+    from PIL import Image
+    buf = io.BytesIO(); ims = [Image.fromarray(x) for x in frames]
+    ims[0].save(buf, format='GIF', save_all=True, append_images=ims[1:], duration=max(20, int(1000 / fps)), loop=0)
+    return 'data:image/gif;base64,' + base64.b64encode(buf.getvalue()).decode()
+
+def human_eval_sheet(path, originals: torch.Tensor, recons: torch.Tensor, ids, fps: float = 8.0, seed: int = 0, title: str = 'Same scene?') -> Path:
+    """A self-contained HTML rating page: per clip, original and reconstruction side by side (left/right at random,
+    the key kept in the page), "Is this the same scene?" and a 1-5 rating; "Save answers" downloads `ratings.json`."""
+    import html, json as _json
+    u8 = lambda v: (v.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    rng = np.random.default_rng(seed); rows, key = [], {}
+    for i, (o, r, cid) in enumerate(zip(originals, recons, ids)):
+        swap = bool(rng.integers(2)); key[str(cid)] = 'right' if swap else 'left'
+        a, b = (r, o) if swap else (o, r)
+        rows.append(f'<div class="clip" data-id="{html.escape(str(cid))}"><h3>Clip {i + 1}</h3>'
+                    f'<img src="{_gif_uri(u8(a), fps)}"> <img src="{_gif_uri(u8(b), fps)}"><p>Is this the same scene? '
+                    f'<label><input type="radio" name="same{i}" value="yes">yes</label> <label><input type="radio" name="same{i}" value="no">no</label>'
+                    f' &nbsp; How close (1 = unrelated, 5 = identical)? <select name="rating{i}"><option></option>'
+                    + ''.join(f'<option>{k}</option>' for k in range(1, 6)) + '</select></p></div>')
+    script = ('<script>const KEY = ' + _json.dumps(key) + ';\nfunction save() {\n const out = {rater: document.getElementById("rater").value, '
+              'original_side: KEY, answers: []};\n document.querySelectorAll(".clip").forEach((d, i) => {\n  const s = d.querySelector(`input[name=same${i}]:checked`);\n'
+              '  out.answers.push({id: d.dataset.id, same_scene: s ? s.value : null, rating: d.querySelector(`select[name=rating${i}]`).value || null});\n });\n'
+              ' const a = document.createElement("a");\n a.href = URL.createObjectURL(new Blob([JSON.stringify(out, null, 1)], {type: "application/json"}));\n'
+              ' a.download = "ratings.json"; a.click();\n}\n</script>')
+    page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>img{{width:45%}} .clip{{margin:1em 0}}</style></head>'
+            f'<body><h1>{html.escape(title)}</h1><p>Each row shows two clips: an original and its reconstruction, in random order. '
+            f'Answer for every row, then press Save.</p><p>Rater: <input id="rater"></p>' + ''.join(rows) +
+            '<button onclick="save()">Save answers</button>' + script + '</body></html>')
+    p = Path(path); p.write_text(page); return p
+
 # %% ../nbs/05_e1_5_reconstruction.ipynb #2d606cf0
 def load_clips(dataset: str, n: int, frames: int, size: int, seed: int = 0) -> list:
     "`n` clips of `frames` frames at `size` px: a synthetic world (`digits`, `balls`, `actions`), `shipped` real footage, or a folder of videos."
@@ -362,6 +414,23 @@ def load_clips(dataset: str, n: int, frames: int, size: int, seed: int = 0) -> l
         return cs[:n]
     raise ValueError(f"dataset {dataset!r} is not digits, balls, actions, shipped or an existing folder of videos")
 
+def order_by_group(groups, sizes, seed: int = 0) -> list:
+    """A permutation of the items such that consecutive blocks of `sizes` (train, validation, test) hold whole
+    source groups where they can (the largest groups placed first, each into the block with the most room
+    that fits it); a group is split only when no block can take it whole."""
+    groups = list(groups)
+    if sum(sizes) != len(groups): raise ValueError(f"block sizes {sizes} do not add up to the {len(groups)} items")
+    by = {}
+    for i, g in enumerate(groups): by.setdefault(g, []).append(i)
+    rng = np.random.default_rng(seed); keys = list(by); rng.shuffle(keys)
+    room, blocks = list(sizes), [[] for _ in sizes]
+    for g in sorted(keys, key=lambda g: -len(by[g])):
+        fits = [b for b in range(len(sizes)) if room[b] >= len(by[g])]
+        for i in by[g]:
+            b = max(fits, key=lambda b: room[b]) if fits else max(range(len(sizes)), key=lambda b: room[b])
+            blocks[b].append(i); room[b] -= 1
+    return [i for b in blocks for i in b]
+
 def clip_tensors(clips, vlm_size: int, vae_size: int) -> tuple:
     "`(vlm_frames [list of (T, s, s, 3) uint8], video (n, T, 3, S, S) float in [0, 1])` at the two sizes."
     from foresight.data import resize_frames, center_square
@@ -379,8 +448,8 @@ def vlm_latents(model, processor, frames_list, ids, point, cache_root, key, batc
         with one_cpu_thread(dev):
             for i in range(0, len(ids), batch_size):
                 fr = frames_list[i:i + batch_size]
-                if point in ('post_merge', 'pre_merge'): zs = [getattr(v, point) for v in extract_vision(model, processor, list(fr))]
-                else: zs = [d[point] for d in extract_llm_hidden(model, processor, list(fr), layers=(point,))]
+                if point in ('post_merge', 'pre_merge'): zs = [getattr(v, point).cpu() for v in extract_vision(model, processor, list(fr))]
+                else: zs = [d[point].cpu() for d in extract_llm_hidden(model, processor, list(fr), layers=(point,))]
                 done.update(zip(ids[i:i + batch_size], zs))
         cache = cache_latents([Clip(i, fr) for i, fr in zip(ids, frames_list)], lambda c: done[c.id], cache.root, shard_size=64, progress=False, strict=True)
     lat = cache.load()

@@ -33,7 +33,7 @@ def box_area(b: torch.Tensor) -> torch.Tensor:
     return (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
 
 def _as_boxes(b):
-    b = torch.as_tensor(np.asarray(b) if not torch.is_tensor(b) else b, dtype=torch.float32)
+    b = torch.as_tensor(np.asarray(b) if not torch.is_tensor(b) else b.detach().cpu(), dtype=torch.float32)
     if b.shape[-1] != 4: raise ValueError(f"boxes must have 4 coordinates (x0, y0, x1, y1) in the last axis; got shape {tuple(b.shape)}")
     return b
 
@@ -262,9 +262,9 @@ def latent_fn(model, processor, point):
     `pre_merge` or an LLM layer index), in one batched call."""
     from foresight.extraction import extract_vision, extract_llm_hidden
     if point in ('post_merge', 'pre_merge'):
-        return lambda cs: [getattr(v, point)[0] for v in extract_vision(model, processor, [c.frames for c in cs])]
+        return lambda cs: [getattr(v, point)[0].cpu() for v in extract_vision(model, processor, [c.frames for c in cs])]   # cached: on the CPU
     if isinstance(point, int) and not isinstance(point, bool):
-        return lambda cs: [d[point][0] for d in extract_llm_hidden(model, processor, [c.frames for c in cs], layers=(point,))]
+        return lambda cs: [d[point][0].cpu() for d in extract_llm_hidden(model, processor, [c.frames for c in cs], layers=(point,))]
     raise ValueError(f"point {point!r} not understood: use 'post_merge', 'pre_merge' or an LLM layer index")
 
 def object_latents(model, processor, vlm_name, point, k, n, size=112, seed=0, cache_dir=None, batch_size=32, progress=False):

@@ -8,7 +8,8 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['EMBEDDINGS', 'reduce_pca', 'embed_2d', 'silhouette', 'silhouette_per_label', 'knn_predictions', 'knn_accuracy',
            'chance_accuracy', 'cluster_stats', 'grid_distances', 'spatial_similarity', 'token_table', 'subsample',
-           'position_bins', 'position_colors', 'scatter_by_category', 'scatter_by_position', 'scatter_by_frame']
+           'position_bins', 'mask_token_labels', 'balanced_accuracy_ci', 'balanced_from', 'position_colors',
+           'scatter_by_category', 'scatter_by_position', 'scatter_by_frame']
 
 # %% ../nbs/01_e1_1_latent_viz.ipynb #408f6f85
 import math, warnings
@@ -124,7 +125,7 @@ def _slices(grids) -> list:
     "`(T, H, W, C)` grids (or one grid, or `(H, W, C)` images) as `[(tokens (H·W, C), (H, W)), ...]`, one per temporal slice."
     out = []
     for g in (grids if isinstance(grids, (list, tuple)) else [grids]):
-        g = torch.as_tensor(g).float()
+        g = torch.as_tensor(g).detach().float().cpu()
         if g.ndim == 3: g = g[None]
         if g.ndim != 4: raise ValueError(f"expected latent grids (T, H, W, C) or (H, W, C), got shape {tuple(g.shape)}")
         out += [(s.reshape(-1, s.shape[-1]), tuple(s.shape[:2])) for s in g]
@@ -159,7 +160,7 @@ def token_table(grids, items=None) -> dict:
     or the given `items` labels), `frame`, `row`, `col` and the grid's `height`, `width`."""
     cols = dict(tokens=[], item=[], frame=[], row=[], col=[], height=[], width=[])
     for i, g in enumerate(grids):
-        g = torch.as_tensor(g).float()
+        g = torch.as_tensor(g).detach().float().cpu()     # latents may live on the GPU: numpy needs the CPU
         if g.ndim != 4: raise ValueError(f"grid {i}: expected (T, H, W, C), got shape {tuple(g.shape)}")
         T, H, W, C = g.shape
         t, r, c = np.meshgrid(np.arange(T), np.arange(H), np.arange(W), indexing='ij')
@@ -181,6 +182,27 @@ def position_bins(table: dict, bins: int = 2) -> np.ndarray:
     "Each token's coarse position: the cell of a `bins × bins` partition of its grid (`'r,c'`)."
     r = np.minimum(table['row'] * bins // table['height'], bins - 1); c = np.minimum(table['col'] * bins // table['width'], bins - 1)
     return np.array([f'{a},{b}' for a, b in zip(r, c)])
+
+def mask_token_labels(masks, h: int, w: int, cover: float = 0.5) -> np.ndarray:
+    "`(h, w)` bool: the cells of an `h × w` token grid more than `cover` covered by the union of object `masks` `(k, H, W)` or `(H, W)`."
+    m = np.asarray(masks, bool)
+    m = m.any(0) if m.ndim == 3 else m
+    H, W = m.shape
+    if H % h or W % w: raise ValueError(f"a {H}x{W} mask does not tile into a {h}x{w} token grid")
+    return m.reshape(h, H // h, w, W // w).mean((1, 3)) > cover
+
+def balanced_accuracy_ci(y, pred, groups, n_boot: int = 2000, seed: int = 0) -> tuple:
+    """`(balanced accuracy, per-group (hits, counts) tables)`: the mean over classes of the share of each class's
+    items predicted right; the tables let a bootstrap resample groups (`balanced_from`)."""
+    y, pred = np.asarray(y), np.asarray(pred); _, gi = np.unique(np.asarray(groups), return_inverse=True); cls = sorted(set(y))
+    hits = np.stack([np.bincount(gi, (y == c) & (pred == y), gi.max() + 1) for c in cls], 1)
+    cnt = np.stack([np.bincount(gi, y == c, gi.max() + 1) for c in cls], 1)
+    return balanced_from(hits, cnt), (hits, cnt)
+
+def balanced_from(hits, cnt, idx=None) -> np.ndarray:
+    "Balanced accuracy from per-group tables, over all groups or over each row of resampled group indices `idx`."
+    if idx is None: return float(np.mean(hits.sum(0) / np.maximum(cnt.sum(0), 1)))
+    return (hits[idx].sum(1) / np.maximum(cnt[idx].sum(1), 1)).mean(-1)
 
 # %% ../nbs/01_e1_1_latent_viz.ipynb #dc4d5f1e
 def position_colors(rows, cols, height, width) -> np.ndarray:

@@ -63,3 +63,25 @@ def test_capacity_widths_at_full_scale():
         w1, w50 = width_for(1e6, shape), width_for(50e6, shape)
         assert adapter_params_at(w1 - 8, shape) < 1e6 <= adapter_params_at(w1, shape)
         assert adapter_params_at(w50 - 8, shape) < 50e6 <= adapter_params_at(w50, shape)
+
+
+def _results(root, exp, run, metrics, values=None, preset='pretrained', date='2026-01-01T00:00:00'):
+    d = root/exp/run; d.mkdir(parents=True)
+    (d/'results.json').write_text(json.dumps(dict(status='finished', experiment=exp, run=run, date=date, preset=preset,
+                                                  metrics=metrics, values=values or {}, params={})))
+
+def test_c1_decision_in_foresight_report(tmp_path):
+    "`foresight report` writes the plan's go/no-go: a result that does not beat its random-weights control does not pass."
+    from foresight.cli import report
+    ctl = lambda lo, hi: dict(value=0.6, ci=[0.55, 0.65], diff_ci=[lo, hi])
+    _results(tmp_path, 'e1_2_probe', 'a', {'held-out LPIPS': dict(value=0.3, key=True, target='< 0.5', verdict='PASS', control=ctl(-0.3, -0.2))})
+    _results(tmp_path, 'e1_3_merge', 'a', {'LPIPS gap (post − pre)': dict(value=0.05, key=True, target='< 0.1', verdict='PASS')})
+    _results(tmp_path, 'e1_4_spatial', 'a', {'IoU (query, 1 object)': dict(value=0.8, key=True, target='> 0.7', verdict='PASS')})
+    _results(tmp_path, 'e1_5_reconstruction', 'a', {'LPIPS (latent/query)': dict(value=0.2, key=True, target='< 0.3', verdict='PASS',
+                                                                                 control=ctl(-0.02, 0.03))}, dict(quality=dict(SSIM=0.9, PSNR=27.0)))
+    idx = report(tmp_path).read_text()
+    assert '## C1 decision (go/no-go)' in idx and '**PIVOT**' in idx and 'not beyond its random-weights control' in idx
+    _results(tmp_path, 'e1_5_reconstruction', 'b', {'LPIPS (latent/query)': dict(value=0.2, key=True, target='< 0.3', verdict='PASS',
+                                                                                 control=ctl(-0.5, -0.3))}, dict(quality=dict(SSIM=0.9, PSNR=27.0)),
+             date='2026-02-01T00:00:00')                                               # a newer run that beats its control
+    assert '**PROCEED**' in report(tmp_path).read_text()

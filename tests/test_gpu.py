@@ -16,7 +16,7 @@ def test_fast_vision_matches_plain_on_gpu(tiny_cuda):
     model, proc = tiny_cuda
     clips = [positioned_objects(1, size=112)[0].frames, moving_digits(1, frames=6, size=84)[0].frames, positioned_objects(1, size=224)[0].frames]
     plain = extract_vision(model, proc, clips, blocks=(7, 24), fast=False)
-    fast = extract_vision(model, proc, clips, blocks=(7, 24), fast=True)     # compiled, fused MLP
+    fast = extract_vision(model, proc, clips, blocks=(7, 24), fast=True, compile=True)     # compiled, fused MLP
     ref = extract_vision(model.float(), proc, clips, blocks=(7, 24), fast=False); model.to(torch.bfloat16)
     for p, f, r in zip(plain, fast, ref):
         for name in ('pre_merge', 'post_merge'):

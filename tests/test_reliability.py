@@ -1,9 +1,9 @@
-"""Reliability (issue 10): bad inputs, interruptions, untrusted files, determinism.
+"""Reliability (issues 10 and 18): bad inputs, interruptions, untrusted files, determinism.
 
 Every test that feeds a bad input or injects a fault counts it; every artifact checked after a fault is
 counted, with the problems found (lost, duplicated or half-written). The session ends with one line:
 
-    reliability: N bad inputs tried, M faults injected, K artifacts checked, 0 lost/duplicated/half-written
+    reliability: N bad inputs tried, M faults injected, K artifacts checked, 0 data lost (lost/duplicated/half-written)
 
 Interruptions are real: a child process (a small driver script, or the `foresight` command) is killed
 with SIGKILL or SIGINT at a controlled point (it writes a marker file there and waits), then the same
@@ -39,7 +39,7 @@ class _Summary:
         failed = [r for r in terminalreporter.stats.get('failed', []) if 'test_reliability' in r.nodeid or 'test_properties' in r.nodeid]
         terminalreporter.write_sep('-', 'reliability')
         terminalreporter.write_line(f"reliability: {t['bad inputs']} bad inputs tried, {t['faults']} faults injected, "
-                                    f"{t['artifacts']} artifacts checked, {t['problems']} lost/duplicated/half-written"
+                                    f"{t['artifacts']} artifacts checked, {t['problems']} data lost (lost/duplicated/half-written)"
                                     + (f"; {len(failed)} reliability test(s) FAILED" if failed else ''))
 
 @pytest.fixture(scope='session', autouse=True)
@@ -626,7 +626,8 @@ def test_a_poisoned_checkpoint_does_not_run(tmp_path):
     torch.save(dict(step=1, optimizer={}, scheduler={}, history=[], rng=dict(cpu=torch.get_rng_state(), cuda=[]), extra=_Payload(tmp_path/'pwned')), d/'state.pt')
     bad_input()
     with pytest.raises(Exception) as e: load_checkpoint(d, q)
-    assert 'Unpickl' in type(e.value).__name__ or 'weights_only' in str(e.value)
+    msg = str(e.value)      # issue 18.7: the file named and why it is refused; not torch's advice to pass weights_only=False
+    assert str(d/'state.pt') in msg and ('not a tensor file' in msg or 'never' in msg) and 'weights_only=False' not in msg, msg
     assert not (tmp_path/'pwned').exists()
 
 def test_damaged_shards_and_checkpoints_fail_loudly(tmp_path):
@@ -714,3 +715,209 @@ def test_extraction_notebook_repeats(tmp_path):
     for res in (a, b):
         for k in vol: res['metrics'].pop(k)
     assert diff_results(a, b) == []
+
+# ===================================================================================================
+# 5. Issue 18: the holes a run of 45 bad inputs and 7 injected faults left open. Each test failed on 58eeaf8.
+
+def gif_bomb(path, w=16000, h=16000, frames=40) -> Path:
+    "959 bytes that declare 40 frames of 16000x16000 px: each 1-px frame decodes to the whole 768 MB screen."
+    import struct
+    b = bytearray(b'GIF89a') + struct.pack('<HHBBB', w, h, 0x80, 0, 0) + bytes([0, 0, 0, 255, 255, 255])
+    b += b'\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00'
+    for _ in range(frames): b += b'\x21\xf9\x04\x04\x0a\x00\x00\x00\x2c' + struct.pack('<HHHHB', 0, 0, 1, 1, 0) + b'\x02\x02\x44\x01\x00'
+    Path(path).write_bytes(bytes(b + b'\x3b')); return Path(path)
+
+BOMB_CHILD = r'''
+import json, resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (4000000 * 1024, 4000000 * 1024))       # ulimit -v 4000000
+from foresight.data import read_video, load_refs, folder_refs, VideoError
+out = {}
+t0 = time.time()
+try: read_video(sys.argv[1]); out['read'] = 'frames came back'
+except VideoError as e: out['read'] = f'VideoError: {e}'
+except BaseException as e: out['read'] = f'{type(e).__name__}: {e}'
+out['seconds'] = time.time() - t0
+try:
+    clips, skipped = load_refs(folder_refs(sys.argv[2]))
+    out['kept'], out['skipped'] = sorted(c.id for c in clips), skipped
+except BaseException as e: out['load_refs'] = f'{type(e).__name__}: {e}'
+print(json.dumps(out))
+'''
+
+def test_decompression_bomb_is_refused_by_name_under_a_memory_limit(tmp_path):
+    "Issue 18.1: the GIF bomb, under `ulimit -v 4000000`: a VideoError naming it within a second; a folder load keeps the good files."
+    from foresight.data import write_video
+    d = tmp_path/'clips'; d.mkdir(); bomb = gif_bomb(d/'bomb.gif'); assert bomb.stat().st_size == 959
+    for i in range(2): write_video(d/f'ok{i}.mp4', _clip(frames=4))
+    bad_input(); fault()                                                             # the bomb, and the memory limit
+    r = run_to_end([sys.executable, '-c', BOMB_CHILD, str(bomb), str(d)], timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out['read'].startswith('VideoError: ') and 'bomb.gif' in out['read'] and 'refused before decoding' in out['read'], out
+    assert out['seconds'] < 1, out
+    assert out.get('kept') == ['folder-ok0', 'folder-ok1'] and list(out['skipped']) == ['folder-bomb'], out
+
+def test_frames_beyond_the_budget_are_refused_while_decoding(tmp_path, monkeypatch):
+    "Issue 18.1: a container that declares no count is held to the budget frame by frame; running out of memory is named."
+    import foresight.data as D
+    from foresight.data import read_video, write_video, VideoError
+    p = write_video(tmp_path/'ten.gif', _clip(frames=10)); bad_input(2)
+    monkeypatch.setattr(D, '_expected_frames', lambda *a: None)                      # as if the header said nothing
+    with pytest.raises(VideoError, match='ten.gif: refused while decoding: it holds at least 5 frame'): read_video(p, max_pixels=56 * 56 * 4)
+    def oom(*a, **k): raise MemoryError()
+    monkeypatch.setattr(np, 'stack', oom); fault()
+    with pytest.raises(VideoError, match='ten.gif: ran out of memory'): read_video(p)
+
+def _write_folder_of_14(d: Path) -> list:
+    "8 good clips and 6 broken files (empty, text, noise, PNG bytes, a half avi, the GIF bomb); the broken names."
+    from foresight.data import write_video
+    d.mkdir(parents=True)
+    for i in range(8): write_video(d/f'good{i}.mp4', _clip(frames=4, seed=i))
+    (d/'empty.mp4').write_bytes(b''); (d/'text.mp4').write_bytes(b'hello, not a video')
+    (d/'noise.webm').write_bytes(np.random.default_rng(0).bytes(5000)); (d/'png.avi').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(100))
+    half = write_video(d/'half.avi', _clip(frames=12)); half.write_bytes(half.read_bytes()[:half.stat().st_size // 2])
+    gif_bomb(d/'bomb.gif')
+    return ['bomb', 'empty', 'half', 'noise', 'png', 'text']
+
+def test_extraction_key_metric_counts_files_that_failed_to_decode(tmp_path):
+    "Issue 18.2: 00_extraction on a folder of 14 files, 6 broken: the key metric says 6 (FAIL), as results.json's n_skipped does."
+    broken = _write_folder_of_14(tmp_path/'data'); bad_input(len(broken))
+    env = dict(ENV, FORESIGHT_REPORTS=str(tmp_path/'reports'))
+    cmd = [str(BIN/'foresight'), 'run', 'extraction', '-p', 'dataset', str(tmp_path/'data'), '-p', 'n_clips', '14', '-p', 'frames', '2',
+           '-p', 'size', '56', '-p', 'resolutions', '56', '-p', 'blocks', '', '-p', 'llm_layers', '-1', '--name', 'r', '--quiet']
+    r = run_to_end(cmd, env=env, timeout=900); assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path/'reports'/'extraction'/'r'/'results.json').read_text())
+    m = res['metrics']['skipped clips']
+    assert res['n_skipped'] == 6 and sorted(s['item'].removeprefix('folder-') for s in res['skipped']) == broken, res['skipped']
+    assert (m['value'], m['verdict']) == (6, 'FAIL') and res['recommendation'] != 'PROCEED', (m, res['recommendation'])
+    assert res['metrics']['cached clips']['value'] == 8
+
+def test_relative_run_dirs_stay_inside_reports_even_in_a_checkout_under_tmp(tmp_path, monkeypatch):
+    "Issue 18.3: in a checkout under /tmp, `..` and `../x` climbed out of reports/ (the temp-dir exception covered them)."
+    from foresight.findings import resolve_run_dir, Findings
+    checkout = tmp_path/'checkout'; (checkout/'reports').mkdir(parents=True)
+    monkeypatch.setenv('FORESIGHT_REPORTS', str(checkout/'reports'))
+    for d in ['..', '../x', '.', 'e1_2_probe/../../x', 'a/../../..']:
+        bad_input()
+        with pytest.raises(ValueError, match='outside'): resolve_run_dir('e1_2_probe', d)
+    bad_input()
+    with pytest.raises(ValueError, match='outside'): Findings('e1_2_probe', 'T', 'Q?', dict(run_dir='../x'), run_dir='../x')   # what papermill -p run_dir ../x does
+    assert sorted(p.name for p in checkout.iterdir()) == ['reports'] and list((checkout/'reports').iterdir()) == []
+    assert resolve_run_dir('e1_2_probe', 'e1_2_probe/ok') == (checkout/'reports'/'e1_2_probe'/'ok').resolve()
+    assert resolve_run_dir('e1_2_probe', str(tmp_path/'abs')).is_dir()              # an absolute temp folder (tests) is still allowed
+
+NB02 = ROOT/'nbs'/'02_e1_2_probe.ipynb'
+
+def test_a_bad_layer_stops_papermill_at_the_validation_cell(tmp_path):
+    "Issue 18.4: `papermill 02 -p layer 99` stops in the validation cell: no run folder, no model loaded."
+    run = tmp_path/'reports'/'e1_2_probe'/'r99'; out = tmp_path/'o.ipynb'; bad_input()
+    env = dict(ENV, FORESIGHT_REPORTS=str(tmp_path/'reports'))
+    r = run_to_end([str(BIN/'papermill'), str(NB02), str(out), '-p', 'layer', '99', '-p', 'run_dir', str(run), '--cwd', str(NB02.parent)],
+                   env=env, timeout=600)
+    assert r.returncode != 0 and 'blocks 0..31' in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    assert not run.exists() and not (tmp_path/'reports').exists()
+    import nbformat
+    cells = [c for c in nbformat.read(str(out), as_version=4).cells if c.cell_type == 'code']
+    failed = [i for i, c in enumerate(cells) if any(o.get('output_type') == 'error' for o in c.get('outputs', []))]
+    assert len(failed) == 1 and 'check_params(' in cells[failed[0]].source, failed    # the validation cell, nothing after it ran
+
+def test_foresight_run_and_sweep_check_names_and_values_before_anything_starts(tmp_path, monkeypatch):
+    "Issue 18.4: `foresight run -p layer 99` and a sweep over a misspelt factor or a bad value are refused before any folder or kernel."
+    import papermill as pm
+    from foresight import cli
+    monkeypatch.setenv('FORESIGHT_REPORTS', str(tmp_path/'reports'))
+    started = []
+    monkeypatch.setattr(pm, 'execute_notebook', lambda *a, **k: started.append(a) or (_ for _ in ()).throw(AssertionError('a kernel started')))
+    t0 = time.time(); bad_input()
+    with pytest.raises(cli.CLIError, match=r'layer=99 is not allowed: the vision tower of tiny has blocks 0\.\.31'):
+        cli.run_experiment('e1_2', dict(layer=99))
+    assert time.time() - t0 < 30
+    for args in (['sweep', 'e1_2', '-g', 'lyr=1,2'], ['sweep', 'e1_2', '-g', 'layer=1,99'], ['run', 'e1_2', '-p', 'lyr', '3']):
+        bad_input(); assert cli.main(args) == 2, args
+    assert started == [] and not (tmp_path/'reports').exists()
+    with pytest.raises(cli.CLIError, match=r'lyr \(did you mean layer\?\)'): cli.sweep('e1_2', dict(lyr=[1, 2]))
+
+def test_lyr_suggests_layer():
+    "Issue 18.7: the did-you-mean hint ranks over all names: `lyr` gets `layer`, not `lr`."
+    from foresight.findings import check_params, Int, Float, ParamError
+    bad_input()
+    with pytest.raises(ParamError, match=r'lyr \(did you mean layer\?\)'): check_params(dict(layer=1, lr=0.1, lyr=2), set(), dict(layer=Int(), lr=Float()))
+    from foresight.findings import closest_names
+    assert closest_names('lyr', ['lr', 'layer', 'lpips_weight', 'global_rank']) == ['layer'] and closest_names('lrr', ['lr', 'layer']) == ['lr']
+
+def _faststart_mp4(path, frames=132, size=56) -> Path:
+    "An mp4 with its index first (as streaming sites serve it): cut short, it still opens and decodes what is left."
+    import av
+    with av.open(str(path), 'w', options={'movflags': 'faststart'}) as c:
+        s = c.add_stream('libx264', rate=8); s.width = s.height = size; s.pix_fmt = 'yuv420p'
+        for fr in _clip(frames=frames, size=size):
+            for p in s.encode(av.VideoFrame.from_ndarray(fr, format='rgb24')): c.mux(p)
+        for p in s.encode(): c.mux(p)
+    return Path(path)
+
+def test_missing_frames_warn_and_are_recorded_in_the_findings(tmp_path):
+    "Issue 18.5: an mp4 cut near its end returned fewer of its 132 frames without a word; now a warning, and a note in the report."
+    from foresight.data import read_video, folder_refs, load_refs
+    from foresight.findings import Findings
+    full = _faststart_mp4(tmp_path/'full.mp4'); d = tmp_path/'data'; d.mkdir()
+    cut = d/'cut.mp4'; cut.write_bytes(full.read_bytes()[:int(full.stat().st_size * 0.99)]); bad_input()
+    f = Findings('demo', 'Demo', 'Whole clips?', {}, run_dir=tmp_path/'run')
+    with pytest.warns(UserWarning, match=r'cut\.mp4: decoded \d+ of the 132 frames') as w: n = len(read_video(cut))
+    assert n < 132 and f'decoded {n} of the 132' in str(w[0].message) and w[0].category.__name__ == 'MissingFramesWarning'
+    with pytest.warns(UserWarning, match='cut.mp4: decoded'): clips, skipped = load_refs(folder_refs(d))
+    assert [len(c.frames) for c in clips] == [n] and skipped == {}                  # kept, and said
+    f.write('Mostly.')
+    md, res = (tmp_path/'run'/'findings.md').read_text(), json.loads((tmp_path/'run'/'results.json').read_text())
+    assert f'cut.mp4: decoded {n} of the 132 frames its header declares' in md and '## Notes' in md
+    assert len(read_video(full)) == 132                                              # a whole file: no warning (pytest errors on one below)
+    from foresight.data import MissingFramesWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', MissingFramesWarning); read_video(full)
+
+def test_reports_name_the_final_run_folder(toy):
+    "Issue 18.6: params.run_dir in results.json and findings.md pointed at the deleted .partial folder."
+    a = clean_run(toy); final = toy['reports']/'toy'/'a'
+    md = (final/'findings.md').read_text()
+    probs = [] if a['params']['run_dir'] == str(final) == a['run_dir'] else [f"params.run_dir {a['params']['run_dir']}"]
+    if '.partial' in md or json.dumps(str(final)) not in md: probs.append('findings.md names the .partial folder')
+    assert checked(probs, 2) == []
+
+def test_foresight_run_refuses_run_dir(toy, monkeypatch):
+    "Issue 18.6: `foresight run -p run_dir X` was ignored silently; it is refused, pointing at --name."
+    from foresight import cli
+    monkeypatch.setenv('FORESIGHT_NBS', str(toy['dir']/'nbs')); monkeypatch.setenv('FORESIGHT_REPORTS', str(toy['reports']))
+    before = sorted(p.name for p in (toy['reports']/'toy').iterdir()) if (toy['reports']/'toy').exists() else []
+    bad_input()
+    with pytest.raises(cli.CLIError, match='--name'): cli.run_experiment('toy', dict(x=1, run_dir='X'), name='rd')
+    assert cli.main(['run', 'toy', '-p', 'run_dir', 'X', '--name', 'rd', '--quiet']) == 2
+    after = sorted(p.name for p in (toy['reports']/'toy').iterdir()) if (toy['reports']/'toy').exists() else []
+    assert after == before and not (toy['reports']/'X').exists()
+
+def test_recomputed_shards_are_not_reported_as_read_from_the_cache(tiny, tmp_path):
+    "Issue 18.6: after a damaged shard was recomputed, E1.2 said 'latents read from the cache'."
+    from foresight.probes import image_latents
+    from foresight.data import positioned_objects
+    from foresight.extraction import LatentCache
+    model, processor, _ = tiny
+    ims = positioned_objects(3, size=56, seed=0)
+    z1, i1 = image_latents(ims, 'post_merge', 'tiny', tmp_path, model, processor)
+    z2, i2 = image_latents(ims, 'post_merge', 'tiny', tmp_path, model, processor)
+    assert (i1['reused'], i2['reused']) == (False, True) and torch.equal(z1, z2)
+    shard = next(Path(i1['cache']).glob('shard-*.safetensors')); shard.write_bytes(shard.read_bytes()[:shard.stat().st_size // 2]); fault()
+    assert not LatentCache(i1['cache']).complete
+    z3, i3 = image_latents(ims, 'post_merge', 'tiny', tmp_path, model, processor)
+    assert i3['reused'] is False and torch.equal(z3, z1)
+    assert checked([] if LatentCache(i1['cache']).complete else ['the recomputed cache is not complete'], 1) == []
+
+def test_a_damaged_manifest_is_named(tmp_path):
+    "Issue 18.7: a damaged manifest.json gave a bare JSONDecodeError with no path."
+    from foresight.extraction import cache_latents, LatentCache
+    from foresight.data import moving_digits
+    items = moving_digits(3, frames=2, size=28)
+    cache_latents(items, lambda c: torch.ones(2), tmp_path/'c', shard_size=2, progress=False)
+    m = tmp_path/'c'/'manifest.json'
+    for damage in (m.read_text()[:len(m.read_text()) // 2], '[1, 2]', '\xff\xfe'):
+        m.write_text(damage); fault()
+        with pytest.raises(OSError, match='manifest.json: damaged cache manifest') as e: LatentCache(tmp_path/'c').load()
+        assert str(m) in str(e.value)
+        with pytest.raises(OSError, match='manifest.json'): cache_latents(items, lambda c: torch.ones(2), tmp_path/'c', shard_size=2, progress=False)

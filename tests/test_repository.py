@@ -1,0 +1,68 @@
+"The repository stands on its own: no path outside it, and `pip install -e .` without extras runs every notebook."
+import ast, re, sys, json, configparser
+from importlib.metadata import packages_distributions, distribution, PackageNotFoundError
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL = {'flash_attn': 'the `gpu` extra; imported inside try/except, sdpa otherwise'}
+
+
+def code_of(path: Path) -> str:
+    if path.suffix == '.ipynb':
+        return '\n'.join(''.join(c['source']) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code')
+    return path.read_text(errors='ignore')
+
+
+def sources():
+    pats = ['nbs/**/*.ipynb', 'foresight/*.py', 'tests/*.py', 'tools/*.py', 'scripts/*.py', 'benchmarks/*.py', 'Makefile',
+            '.ci/run']
+    return [p for pat in pats for p in ROOT.glob(pat) if p.name != 'test_repository.py']
+
+
+def test_nothing_reads_a_path_outside_the_repository():
+    "A user's clone has no `../shared` (or any sibling folder): no source may point there."
+    outside = re.compile(r"""\.\./shared|['"]\.\.['"]\s*\)?\s*/\s*['"]shared|parents\[\d\]\s*/\s*['"]\.\.['"]""")
+    hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in sources() for m in outside.finditer(code_of(p))]
+    assert hits == []
+
+
+def runtime_closure() -> set:
+    "The runtime requirements of settings.ini and everything they pull in, as normalised distribution names."
+    cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(ROOT/'settings.ini')
+    norm = lambda n: re.sub(r'[-_.]+', '-', n).lower()
+    todo = [re.split(r'[<>=!~;\[ ]', r)[0] for r in cfg['DEFAULT']['requirements'].split()]
+    seen = set()
+    while todo:
+        n = norm(todo.pop())
+        if n in seen: continue
+        seen.add(n)
+        try: reqs = distribution(n).requires or []
+        except PackageNotFoundError: continue
+        todo += [re.split(r'[<>=!~;\[ (]', r)[0] for r in reqs if 'extra ==' not in r]
+    return seen
+
+
+def imported_modules(code: str) -> set:
+    mods = set()
+    for line in code.splitlines():          # cells may hold magics or `#|` lines: read import statements one by one
+        s = line.strip()
+        if not s.startswith(('import ', 'from ')): continue
+        try: tree = ast.parse(s.split(';')[0])
+        except SyntaxError: continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import): mods |= {a.name.split('.')[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level: mods.add(node.module.split('.')[0])
+    return mods
+
+
+def test_notebooks_import_only_runtime_requirements():
+    "What a notebook imports comes with `pip install -e .` (no `dev` extra): fastcore.test did not, once."
+    closure, owners = runtime_closure(), packages_distributions()
+    norm = lambda n: re.sub(r'[-_.]+', '-', n).lower()
+    missing = {}
+    for nb in (ROOT/'nbs').glob('**/*.ipynb'):
+        for m in imported_modules(code_of(nb)):
+            if m in sys.stdlib_module_names or m in ('foresight', '__future__') or m in OPTIONAL: continue
+            dists = {norm(d) for d in owners.get(m, [m])}
+            if not dists & closure: missing.setdefault(m, []).append(nb.name)
+    assert missing == {}, f"imported by notebooks but not a runtime requirement: {missing}"
