@@ -8,11 +8,12 @@ export PYTHONHASHSEED := 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TORCH_HOME := $(CURDIR)/.cache/torch
-export MPLBACKEND := Agg
+# Agg where no display exists; `make lab` gives its kernels the inline backend (tools/lab.sh). A backend you set wins.
+export MPLBACKEND ?= Agg
 # The tiny presets run 4-5x faster single-threaded on a 2-core machine; override for big CPU runs.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: all env findings test test-nbs test-py bench gpu-check lab clean-nbs check-sync kernel
+.PHONY: all env findings test test-nbs test-py bench gpu-check lab clean-nbs check-sync kernel test-lab test-all
 
 all: test
 
@@ -46,12 +47,20 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	@status=0; for p in 1 2 3; do OMP_NUM_THREADS=4 $(BIN)/python -m foresight.gpucheck --part $$p/3 --jobs 3 --resume || status=1; done; exit $$status
 
-## The notebooks in JupyterLab with the project's environment as kernel
+## The project's environment as the Jupyter kernel `foresight`, installed into .venv (not per user)
 kernel: $(STAMP)
-	$(BIN)/python -m ipykernel install --user --name foresight --display-name "Python (foresight)"
+	$(BIN)/python -m ipykernel install --sys-prefix --name foresight --display-name foresight
 
+## JupyterLab on the repository root (nbs/ open, reports/ in reach) with the `foresight` kernel; root is fine
 lab: kernel
-	$(BIN)/jupyter lab nbs/
+	tools/lab.sh
+
+## JupyterLab in headless Chromium: two notebooks run, inline figures and tables, a parameter re-run (3.5-5 min)
+test-lab: kernel
+	tools/test_lab.sh
+
+## make test, then the real-browser test (not in CI: it takes about 5 minutes)
+test-all: test test-lab
 
 ## Library in sync with notebooks, and clean notebooks (CI runs this)
 check-sync: $(STAMP)

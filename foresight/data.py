@@ -96,7 +96,8 @@ def resize_frames(frames: np.ndarray, size=None, multiple: int = 28) -> np.ndarr
     if h < multiple or w < multiple or h % multiple or w % multiple:
         raise VideoError(f"target size {(h, w)} is not a positive multiple of {multiple}: use e.g. "
                          f"{(max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple))}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    a = np.ascontiguousarray(frames)
+    x = torch.from_numpy(a if a.flags.writeable else a.copy()).permute(0, 3, 1, 2).float()   # read-only (cached) frames warn
     y = F.interpolate(x, size=(h, w), mode='bicubic', antialias=True, align_corners=False)
     return y.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 

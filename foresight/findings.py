@@ -8,12 +8,13 @@ from __future__ import annotations
 # %% auto #0
 __all__ = ['RANDOM_CONTROLS', 'project_root', 'reports_root', 'safe_name', 'run_name_for', 'resolve_run_dir', 'atomic_write',
            'to_jsonable', 'ParamError', 'Spec', 'Int', 'Float', 'Bool', 'Str', 'Choice', 'Ints', 'Strs',
-           'closest_names', 'check_layer_depth', 'check_params', 'NonFiniteError', 'check_finite', 'verdict',
-           'control_model', 'beats_control', 'Metric', 'git_commit', 'environment_info', 'is_random_preset',
-           'RecordedWarning', 'warn_and_record', 'Findings', 'stable_results', 'diff_results']
+           'closest_names', 'check_layer_depth', 'parameter_cell_names', 'check_params', 'NonFiniteError',
+           'check_finite', 'verdict', 'control_model', 'beats_control', 'Metric', 'git_commit', 'environment_info',
+           'is_random_preset', 'RecordedWarning', 'warn_and_record', 'inline_display', 'show_inline', 'Findings',
+           'stable_results', 'diff_results']
 
 # %% ../nbs/lib/findings.ipynb #5e818c59
-import os, re, sys, json, time, math, shutil, socket, difflib, platform, subprocess, tempfile, datetime, warnings, weakref
+import os, re, sys, json, time, math, shutil, socket, difflib, platform, subprocess, tempfile, datetime, warnings, weakref, functools
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any
@@ -240,12 +241,40 @@ def check_layer_depth(layer, vlm: str, name: str = 'layer'):
     return layer
 
 # %% ../nbs/lib/findings.ipynb #2b7d239a
+def _assigned_names(src: str) -> set | None:
+    "The names a cell of plain `name = literal` lines (a parameters cell) assigns; None when it does anything else."
+    import ast
+    try: body = ast.parse(src).body
+    except SyntaxError: return None
+    names = set()
+    for st in body:
+        targets = st.targets if isinstance(st, ast.Assign) else [st.target] if isinstance(st, ast.AnnAssign) else [None]
+        if not all(isinstance(t, ast.Name) for t in targets) or st.value is None: return None
+        try: ast.literal_eval(st.value)
+        except (ValueError, TypeError, SyntaxError, RecursionError): return None
+        names |= {t.id for t in targets}
+    return names
+
+def parameter_cell_names(g: dict, known=()) -> set | None:
+    """The names the parameters cell assigned, from IPython's input history `g['In']`: the run of assignment-only
+    cells just before the current one (which calls `check_params`); empty when none of them sets a name in `known`
+    (the check ran on its own). None where there is no history (a script, `nbdev_test`)."""
+    hist = g.get('In')
+    if not isinstance(hist, list) or len(hist) < 2 or 'check_params' not in str(hist[-1]): return None
+    names = set()
+    for src in reversed(hist[1:-1]):          # In[0] is ''; In[-1] is the cell running now
+        n = _assigned_names(str(src))
+        if not n: break
+        names |= n
+    return names if names & set(known) else set()
+
 def check_params(g: dict, before: set, spec: dict) -> dict:
     """Validate a notebook's parameters: `g` is `globals()`, `before` the names that existed before the
     parameters cell, `spec` maps every parameter to a `Spec`. Returns the cleaned values."""
     known = set(spec)
-    unknown = sorted(n for n in g if not n.startswith('_') and n not in before and n not in known
-                     and n not in ('In', 'Out', 'exit', 'quit', 'get_ipython'))
+    names = parameter_cell_names(g, known)
+    if names is None: names = {n for n in g if n not in before and n not in ('In', 'Out', 'exit', 'quit', 'get_ipython')}
+    unknown = sorted(n for n in names if not n.startswith('_') and n not in known)
     if unknown:
         hints = [f"{n} (did you mean {m[0]}?)" if (m := closest_names(n, known)) else n for n in unknown]
         raise ParamError(f"unknown parameter(s): {', '.join(hints)}. This notebook takes: {', '.join(sorted(known))}")
@@ -381,6 +410,39 @@ def warn_and_record(message: str, category=RecordedWarning, stacklevel: int = 2)
         if message not in f.notes: f.note(message)
     warnings.warn(message, category, stacklevel=stacklevel + 1)
 
+def inline_display() -> bool:
+    """Whether `Findings` also shows its figures and tables in the notebook: yes in a Jupyter kernel (JupyterLab,
+    papermill's executed copy), whatever the matplotlib backend; no in scripts and under `nbdev_test`.
+    `FORESIGHT_INLINE=1` or `0` decides instead."""
+    v = os.environ.get('FORESIGHT_INLINE', '').strip()
+    if v in ('0', '1'): return v == '1'
+    ip = sys.modules.get('IPython')
+    return getattr(ip.get_ipython() if ip else None, 'kernel', None) is not None
+
+def show_inline(bundle: dict) -> bool:
+    "Display a MIME bundle (`{'image/png': base64, 'text/plain': ...}`) when `inline_display()`. Returns whether it did."
+    if not inline_display(): return False
+    from IPython.display import display
+    display(bundle, raw=True)
+    return True
+
+def _cell_number():
+    ip = sys.modules.get('IPython')
+    return getattr(ip.get_ipython() if ip else None, 'execution_count', None)
+
+@functools.lru_cache(None)
+def _shown_frame():
+    import pandas as pd
+    class ShownFrame(pd.DataFrame):
+        "A table `Findings.table` showed already: as the value of the same cell it is not shown a second time."
+        _metadata = ['_shown_in']
+        @property
+        def _constructor(self): return pd.DataFrame
+        def _ipython_display_(self):
+            from IPython.display import display
+            if getattr(self, '_shown_in', None) is None or self._shown_in != _cell_number(): display(pd.DataFrame(self))
+    return ShownFrame
+
 class Findings:
     """The record of one run: metrics with targets and verdicts, summaries, tables, figures and
     artifacts; `write()` renders `findings.md` and `results.json` into `run_dir`."""
@@ -431,18 +493,29 @@ class Findings:
     def time(self, name, seconds): self.timings[name] = float(seconds)
 
     def table(self, data, name, caption=''):
-        "A table (DataFrame or list of dicts): saved as CSV and rendered in the report."
-        import pandas as pd
+        """A table (DataFrame or list of dicts): saved as CSV and rendered in the report; in a notebook it is
+        also shown, with its caption (see `inline_display`)."""
+        import html, pandas as pd
         df = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
         atomic_write(self.run_dir/'tables'/f'{safe_name(name, "table name")}.csv', df.to_csv(index=False))
-        self.tables.append((name, caption, df)); return df
+        self.tables.append((name, caption, df))
+        head = f'Table {name}' + (f': {caption}' if caption else '')
+        if show_inline({'text/html': f'<p><b>{html.escape(head)}</b></p>' + (df._repr_html_() or df.to_html()),
+                        'text/plain': head + '\n' + df.to_string(max_rows=60)}):
+            df = _shown_frame()(df)
+            df._shown_in = _cell_number()
+        return df
 
     def figure(self, fig, name, caption=''):
-        "Save a matplotlib figure as PNG in `figures/` and list it in the report."
-        import io, matplotlib.pyplot as plt
+        """Save a matplotlib figure as PNG in `figures/` and list it in the report; in a notebook the same
+        PNG is also shown, with its caption (see `inline_display`). The figure is closed."""
+        import io, base64, matplotlib.pyplot as plt
         buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
         p = atomic_write(self.run_dir/'figures'/f'{safe_name(name, "figure name")}.png', buf.getvalue())
         self.figures.append((name, caption, p.relative_to(self.run_dir).as_posix())); plt.close(fig)
+        head = f'Figure {name}' + (f': {caption}' if caption else '')
+        show_inline({'image/png': base64.b64encode(buf.getvalue()).decode(), 'text/plain': f'<{head}>'})
+        if caption: show_inline({'text/markdown': f'*Figure {name}*: {caption}', 'text/plain': head})
         return p
 
     def artifact(self, path, what=''):

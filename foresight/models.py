@@ -169,7 +169,8 @@ def load_video_vae(name: str = 'tiny', device=None, dtype=None, seed: int = 0):
         torch.manual_seed(seed)
         vae = AutoencoderKLLTXVideo(**(LTX_VAE_TINY if name == 'tiny' else {}))
         vae.name_or_path = name
-        return vae.to(device=device, dtype=dtype).eval()
+        if getattr(vae, '_keep_in_fp32_modules', None): return vae.to(device=device, dtype=dtype).eval()
+        return torch.nn.Module.to(vae, device=device, dtype=dtype).eval()   # diffusers' .to warns even with no fp32 modules to keep
     sub = 'vae' if not (Path(name)/'config.json').exists() else None
     vae = _from_pretrained(AutoencoderKLLTXVideo, name, subfolder=sub, torch_dtype=dtype).to(device).eval()
     vae.name_or_path = name

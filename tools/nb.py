@@ -5,14 +5,16 @@
 
 Cell tags (e.g. papermill's `parameters`) survive the round trip. Run `nbdev_clean` afterwards.
 """
-import sys, jupytext, nbformat
+import os, sys, jupytext, nbformat
 
 def main(cmd, src, dst):
     if cmd == 'topy':
         jupytext.write(jupytext.read(src), dst, fmt='py:percent')
     elif cmd == 'tonb':
         nb = jupytext.read(src, fmt='py:percent')
-        nb.metadata = {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}}
+        old = nbformat.read(dst, 4).metadata if os.path.exists(dst) else {}    # keep the form tools/lab_nbs.py gave it
+        nb.metadata = {'kernelspec': {'display_name': 'foresight', 'language': 'python', 'name': 'foresight'},
+                       **{k: old[k] for k in ('kernelspec', 'language_info') if k in old}}
         for c in nb.cells:
             c.metadata = {k: v for k, v in c.metadata.items() if k == 'tags'}
             if c.cell_type == 'code': c.outputs, c.execution_count = [], None
