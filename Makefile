@@ -71,4 +71,5 @@ check-sync: $(STAMP)
 	@git diff --exit-code -- foresight nbs || { echo "nbs/ and foresight/ differ from what is committed: run nbdev_export and nbdev_clean, then commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- foresight)" || { echo "nbdev_export created files that are not committed:"; git status --porcelain -- foresight; exit 1; }
 	$(BIN)/python tools/readme.py --check
+	$(BIN)/python tools/lab_nbs.py --check
 	@$(BIN)/python -c "import json,sys; nb=json.load(open('nbs/00_extraction.ipynb')); sys.exit(0 if any('parameters' in c.get('metadata',{}).get('tags',[]) for c in nb['cells']) else 'nbdev_clean dropped the papermill parameters tag')"
