@@ -20,7 +20,7 @@ VLM, LTX = 'random:7b', 'random:ltx'
 
 FULL_SIZE = {
     '00_extraction': dict(vlm=VLM, decoder=LTX, resolutions='224,448', n_clips=64, frames=16, size=224),
-    '01_e1_1_latent_viz': dict(vlm=VLM, size=448, frames=16, n_synthetic=32),
+    '01_e1_1_latent_viz': dict(vlm=VLM, size=224, frames=16, n_synthetic=32),
     '02_e1_2_probe': dict(vlm=VLM, layer=24, resolution=448, n_images=64, epochs=20),
     '03_e1_3_merge': dict(vlm=VLM, resolution=448, n_images=64, epochs=10),
     '04_e1_4_spatial': dict(vlm=VLM, size=448, n_train=64, n_test=32, epochs=30),

@@ -132,8 +132,13 @@ def load_vlm(name: str = 'tiny', device=None, dtype=None, seed: int = 0, trust_r
             cfg.vision_start_token_id, cfg.vision_end_token_id = ids['<|vision_start|>'], ids['<|vision_end|>']
         cfg._attn_implementation = attn_implementation()
         torch.manual_seed(seed)
-        with torch.device(device if size != 'tiny' else 'cpu'):
-            model = Qwen2_5_VLForConditionalGeneration(cfg)
+        # Full size: built on the device in the target dtype (a float32 7B would take 32 GB before the cast).
+        init_dtype, prev = (torch.float32 if size == 'tiny' else dtype), torch.get_default_dtype()
+        torch.set_default_dtype(init_dtype)
+        try:
+            with torch.device(device if size != 'tiny' else 'cpu'):
+                model = Qwen2_5_VLForConditionalGeneration(cfg)
+        finally: torch.set_default_dtype(prev)
         model = model.to(device=device, dtype=dtype).eval()
         model.name_or_path = name
         return model, tiny_processor()
