@@ -33,7 +33,8 @@ def box_area(b: torch.Tensor) -> torch.Tensor:
     return (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
 
 def _as_boxes(b):
-    b = torch.as_tensor(np.asarray(b) if not torch.is_tensor(b) else b.detach().cpu(), dtype=torch.float32)
+    # tensors stay on their device and in the graph (the set loss differentiates through GIoU)
+    b = b.float() if torch.is_tensor(b) else torch.as_tensor(np.asarray(b), dtype=torch.float32)
     if b.shape[-1] != 4: raise ValueError(f"boxes must have 4 coordinates (x0, y0, x1, y1) in the last axis; got shape {tuple(b.shape)}")
     return b
 
