@@ -548,7 +548,7 @@ def effective_lr(cfg: TrainConfig, queries) -> float:
     """`cfg.lr` for queries up to `cfg.lr_ref_width` wide; wider ones (the 7B width, 3584) get
     `lr · sqrt(lr_ref_width / width)`, so one default trains stably on the tiny preset and at full size."""
     m = queries.module if hasattr(queries, 'module') else queries
-    W = m.query.shape[-1]
+    W = max(m.query.shape[-1], m.config['d_model'])   # the width the queries read from counts too (12, 13 at 7B)
     return cfg.lr if not cfg.lr_ref_width or W <= cfg.lr_ref_width else cfg.lr * math.sqrt(cfg.lr_ref_width / W)
 
 def dist_info() -> tuple:
