@@ -4,7 +4,9 @@ from importlib.metadata import packages_distributions, distribution, PackageNotF
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL = {'flash_attn': 'the `gpu` extra; imported inside try/except, sdpa otherwise'}
+OPTIONAL = {'flash_attn': 'the `gpu` extra; imported inside try/except, sdpa otherwise',
+            'tensorboardX': "a fallback writer, tried only when tensorboard's own (a requirement) cannot be imported",
+            'wandb': 'used only when the user installs it and sets WANDB_PROJECT'}
 
 
 def code_of(path: Path) -> str:
