@@ -11,9 +11,9 @@ def _videos(d, n=4):
     for c in moving_digits(n, frames=4, size=56): write_video(d/c.label/f'{c.id}.mp4', c.frames, fps=8)
     return d
 
-def _extract(videos, out, env=None):
-    return subprocess.run([sys.executable, str(ROOT/'scripts'/'extract.py'), '--dataset', str(videos), '--size', '56', '--frames', '4',
-                           '--batch-size', '2', '--workers', '0', '--shard-size', '1', '--out', str(out)],
+def _extract(videos, out, env=None, launch=(), extra=()):
+    return subprocess.run([sys.executable, *launch, str(ROOT/'scripts'/'extract.py'), '--dataset', str(videos), '--size', '56', '--frames', '4',
+                           '--batch-size', '2', '--workers', '0', '--shard-size', '1', '--out', str(out), *extra],
                           capture_output=True, text=True, env=dict(os.environ, **(env or {})), timeout=300)
 
 def test_two_ranks_fill_one_cache_like_one_process(tmp_path):
@@ -26,6 +26,24 @@ def test_two_ranks_fill_one_cache_like_one_process(tmp_path):
     la, lb = a.load(), b.load()
     assert all(torch.equal(la[k], lb[k]) for k in la)
     assert len(list((tmp_path/'two').glob('manifest-rank*-of-2.json'))) == 2
+
+def test_torchrun_two_ranks_equal_one_process_and_report_the_merged_manifest(tmp_path):
+    """`torchrun --nproc_per_node 2 scripts/extract.py` (gloo on the CPU): the same latents as one process, bf16 by
+    default, and rank 0 reports the merged manifest of both ranks once both are done (complete, every clip)."""
+    v = _videos(tmp_path/'v')
+    one = _extract(v, tmp_path/'one', extra=['--report', str(tmp_path/'one.json')]); assert one.returncode == 0, one.stderr[-2000:]
+    port = str(29600 + os.getpid() % 1000)
+    two = _extract(v, tmp_path/'two', dict(OMP_NUM_THREADS='1'), launch=('-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', port),
+                   extra=['--report', str(tmp_path/'two.json')])
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = LatentCache(tmp_path/'one').load(), LatentCache(tmp_path/'two').load()
+    assert sorted(a) == sorted(b) and len(a) == 4 and all(torch.equal(a[k], b[k]) for k in a)
+    assert {t.dtype for t in b.values()} == {torch.bfloat16}
+    r1, r2 = (json.loads((tmp_path/f).read_text()) for f in ('one.json', 'two.json'))
+    assert (r1['clips'], r1['complete'], r1['world']) == (4, True, 1)
+    assert (r2['clips'], r2['complete'], r2['world']) == (4, True, 2), r2
+    assert '4 clips cached over 2 rank(s), 0 skipped; complete=True' in two.stdout
+    assert r2['meta']['dtype'] == 'bfloat16' and r2['meta']['pool'] == 'none'
 
 def test_benchmark_tiny_mode_runs(tmp_path):
     "The benchmark's CPU mode, so that it cannot rot: it must run and pass its correctness check."
