@@ -6,7 +6,7 @@ video files to latents on disk, on the full-size architecture with random weight
     python benchmarks/dataset.py --tiny                # CPU smoke mode (a test runs it so that it cannot rot)
 
 Each run is the command a user types (printed and recorded in `path`); its figures come from the cache it
-writes: the time each shard reached the disk. `clips_per_s` is the steady state (after every rank wrote its
+writes: the time each shard reached the disk. `clips_per_s` (all GPUs together; `mfu` is per GPU) is the steady state (after every rank wrote its
 first shard, so model building, compilation and warm-up are excluded); `seconds` is the whole command.
 Writes the list `dataset` into reports/bench/<name>.json (kept beside the other benchmark's keys) and a
 markdown table reports/bench/<name>-dataset.md. `scaling` is clips/s on n GPUs over clips/s on one.
@@ -73,7 +73,7 @@ def run(workload: str, gpus: int, data: Path, work: Path, a) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     tps = cps * tokens
     return dict(workload=what, path=shlex.join(cmd), gpus=gpus, clips=r['clips'], clips_per_s=round(cps, 2), tokens_per_s=round(tps),
-                mfu=round(tps * flops_per_token(workload, a.tiny) / (a.peak * 1e12), 4), seconds=round(seconds, 1),
+                mfu=round(tps * flops_per_token(workload, a.tiny) / (a.peak * 1e12 * gpus), 4), seconds=round(seconds, 1),
                 bytes_per_clip=round(du / r['clips']), dtype=r['meta']['dtype'])
 
 def markdown(res: dict) -> str:
@@ -91,7 +91,7 @@ def markdown(res: dict) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--workloads', default='clips224,frames448,llm'); ap.add_argument('--gpus', default=None, help='e.g. 1,2 (default: 1 and all visible)')
-    ap.add_argument('--clips', type=int, default=1536); ap.add_argument('--workers', type=int, default=8)
+    ap.add_argument('--clips', type=int, default=3072); ap.add_argument('--workers', type=int, default=8)
     ap.add_argument('--shard-size', type=int, default=128); ap.add_argument('--timeout', type=int, default=1800)
     ap.add_argument('--tiny', action='store_true'); ap.add_argument('--name', default=None); ap.add_argument('--out', default=str(ROOT/'reports'/'bench'))
     ap.add_argument('--data', default=str(ROOT/'.benchdata')); ap.add_argument('--work', default=None)

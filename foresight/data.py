@@ -239,6 +239,11 @@ def read_video(path, fps: float | None = None, max_frames: int | None = None, al
         raise VideoError(f"{path}: ran out of memory while decoding it; read a part (max_frames=, fps=), "
                          f"or remove it from the dataset") from None
 
+def _in_worker() -> bool:
+    "Whether this runs in a DataLoader worker (decoding then uses one thread: the workers already use the cores)."
+    import torch.utils.data
+    return torch.utils.data.get_worker_info() is not None
+
 def _read_video(path, fps, max_frames, allow_truncated, max_pixels) -> np.ndarray:
     import av
     if not path.exists(): raise VideoError(f"{path}: no such file")
@@ -250,7 +255,8 @@ def _read_video(path, fps, max_frames, allow_truncated, max_pixels) -> np.ndarra
     try:
         with av.open(str(path)) as c:
             if not c.streams.video: raise VideoError(f"{path}: no video stream")
-            s = c.streams.video[0]; s.thread_type = 'AUTO'
+            s = c.streams.video[0]
+            if not _in_worker(): s.thread_type = 'AUTO'   # many DataLoader workers decoding with all cores each would thrash
             src_fps = float(s.average_rate or 24); declared, tol = _declared_frames(c, s)
             s_frames = bool(s.frames)                 # a count the header states, not one estimated from a duration
             _check_budget(path, s.codec_context.width, s.codec_context.height, _expected_frames(declared, src_fps, fps, max_frames), max_pixels)
