@@ -13,19 +13,21 @@ import argparse, json, os, sys, time
 from pathlib import Path
 
 def speed(manifest: dict, started: float) -> dict:
-    """Clips, seconds and clips/s of a finished cache, from the time each shard was written: `steady_clips_per_s`
-    counts only shards written after every rank wrote its first one (model warm-up and compilation excluded)."""
-    sh = [e for e in manifest['shards'].values() if 'written' in e]
+    """Clips, seconds and clips/s of a finished cache, from the time each shard was written. `steady_clips_per_s`
+    adds up each rank's own rate after its first shard (model build, compilation and warm-up excluded); the ranks
+    run independently, so a rank that started a few seconds later does not count as idle GPU time."""
     clips = sum(len(e['ids']) for e in manifest['shards'].values())
     out = dict(clips=clips, skipped=len(manifest['skipped']), complete=manifest['complete'], seconds=round(time.time() - started, 2))
-    if not sh: return out
     by_rank = {}
-    for s, e in manifest['shards'].items(): by_rank.setdefault(e.get('rank', 0), []).append(e['written'])
-    warm = max(min(ts) for ts in by_rank.values())
-    later = [e for e in sh if e['written'] > warm]
-    last = max(e['written'] for e in sh)
-    if later and last > warm: out['steady_clips_per_s'] = round(sum(len(e['ids']) for e in later) / (last - warm), 2)
-    out['clips_per_s'] = round(clips / max(last - started, 1e-9), 2)
+    for e in manifest['shards'].values():
+        if 'written' in e: by_rank.setdefault(e.get('rank', 0), []).append((e['written'], len(e['ids'])))
+    rates = {}
+    for r, sh in sorted(by_rank.items()):
+        sh.sort()
+        if len(sh) > 1 and sh[-1][0] > sh[0][0]: rates[r] = sum(n for _, n in sh[1:]) / (sh[-1][0] - sh[0][0])
+    if rates:
+        out['steady_clips_per_s'] = round(sum(rates.values()), 2)
+        out['rank_clips_per_s'] = {str(r): round(v, 2) for r, v in rates.items()}
     return out
 
 def main(argv=None):
