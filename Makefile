@@ -42,6 +42,7 @@ test: $(STAMP)
 ## Speed of extraction on a GPU (full-size architectures, random weights) → reports/bench/
 bench: $(STAMP)
 	$(BIN)/python benchmarks/make_videos.py
+	$(BIN)/python benchmarks/dataset.py       # the user's path: scripts/extract.py on 1 GPU and under torchrun on all
 	$(BIN)/python benchmarks/extraction.py --parts vision,llm,vae --best-only --workers 8,15
 
 ## Every numbered notebook at full size on a GPU (random-weight 7B and LTX-Video) → reports/gpu/<gpu>.json and .md.

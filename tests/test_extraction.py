@@ -53,3 +53,17 @@ def test_benchmark_tiny_mode_runs(tmp_path):
     res = json.loads((tmp_path/'tiny-cpu.json').read_text())
     assert res['correctness']['pass'] and res['vision'] and res['llm'] and res['vae']
     assert (tmp_path/'tiny-cpu.md').read_text().startswith('# Extraction benchmark')
+
+def test_dataset_benchmark_tiny_mode_times_the_user_command(tmp_path):
+    """benchmarks/dataset.py in its CPU mode: it runs scripts/extract.py itself (the `path` it records is that
+    command) and writes the `dataset` list with the keys the README's table and the issue name."""
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'dataset.py'), '--tiny', '--clips', '8', '--gpus', '1', '--workloads', 'clips224',
+                        '--workers', '0', '--shard-size', '2', '--data', str(tmp_path/'d'), '--out', str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads((tmp_path/'tiny-cpu.json').read_text())
+    (row,) = res['dataset']
+    assert {'workload', 'path', 'gpus', 'clips_per_s', 'tokens_per_s', 'mfu', 'scaling'} <= set(row)
+    assert row['path'].startswith('scripts/extract.py') and row['gpus'] == 1 and row['scaling'] == 1.0
+    assert row['clips'] == 8 and row['clips_per_s'] > 0 and row['dtype'] == 'bfloat16'
+    assert (tmp_path/'tiny-cpu-dataset.md').read_text().startswith('# Dataset extraction')
