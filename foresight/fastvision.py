@@ -12,6 +12,7 @@ __all__ = ['CLIP_MEAN', 'CLIP_STD', 'patchify', 'patchify_batch', 'segment_group
 # %% ../nbs/lib/fastvision.ipynb #166b6bdb
 import math
 import torch, torch.nn.functional as F
+from .order import vision_window_index
 
 # %% ../nbs/lib/fastvision.ipynb #68ffb074
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -82,7 +83,6 @@ def packed_attention(q, k, v, groups, scale):
 
 # %% ../nbs/lib/fastvision.ipynb #2234d0a7
 def _window_index_and_cu(grid_thw, visual):
-    from foresight.extraction import vision_window_index
     cfg = visual.config; m = cfg.spatial_merge_size; unit = m * m
     wi = vision_window_index(grid_thw.cpu(), cfg.window_size, cfg.patch_size, m)
     wm = cfg.window_size // m // cfg.patch_size; lens = []
@@ -96,7 +96,6 @@ def _window_index_and_cu(grid_thw, visual):
     return wi, cu_win, cu_full
 
 def _rotary(visual, grid_thw, wi, device):
-    from foresight.extraction import units_to_rowmajor
     cfg = visual.config; m = cfg.spatial_merge_size; pos = []
     for t, h, w in grid_thw.tolist():
         hp = torch.arange(h).view(h // m, m, 1, 1).expand(h // m, m, w // m, m).permute(0, 2, 1, 3).reshape(-1)
