@@ -241,8 +241,9 @@ def read_video(path, fps: float | None = None, max_frames: int | None = None, al
 
 def _in_worker() -> bool:
     "Whether this runs in a DataLoader worker (decoding then uses one thread: the workers already use the cores)."
-    import torch.utils.data
-    return torch.utils.data.get_worker_info() is not None
+    import sys
+    loader = sys.modules.get('torch.utils.data')      # without torch loaded this is no worker: never import it here
+    return loader is not None and loader.get_worker_info() is not None
 
 def _read_video(path, fps, max_frames, allow_truncated, max_pixels) -> np.ndarray:
     import av
