@@ -137,3 +137,34 @@ def test_a_metric_must_beat_its_random_weights_control():
     assert Metric('LPIPS', float(a.mean()), target='< 0.5', control=beaten).verdict == 'PASS'
     assert Metric('LPIPS', float(a.mean()), target='< 0.5', control=tie).verdict.startswith('FAIL')
     assert control_model('Qwen/Qwen2.5-VL-7B-Instruct')['name'] == 'random:7b' and control_model('tiny') == dict(name='tiny', seed=1)
+
+
+@pytest.mark.parametrize('kind', ['per_token', 'global'])
+def test_probe_streamed_from_the_cache_equals_in_memory(tmp_path, kind):
+    """The same planted data as a tensor and as a `CachedLatents`: the same trained probe (closed form, then Adam),
+    history and scores, and the reader is only ever asked for one batch (at most 64 of the 120 training items)."""
+    import types
+    from foresight.extraction import LatentCache, CachedLatents, cache_latents
+    class Spy(CachedLatents):
+        largest = 0
+        def stack(self, idx):
+            idx = list(idx); Spy.largest = max(Spy.largest, len(idx)); return super().stack(idx)
+    if kind == 'per_token': z, x, _ = planted_token_data(150, grid=4, k=16, d=16)
+    else: z, x = planted_global_data(150, grid=4, d=16, size=56)
+    x = x.clamp(0, 1)
+    cache_latents([types.SimpleNamespace(id=f'i{i:03d}') for i in range(150)], lambda it: z[int(it.id[1:])], tmp_path, shard_size=32, progress=False)
+    rd = Spy(LatentCache(tmp_path), max_open=1)
+    perm = torch.randperm(150, generator=torch.Generator().manual_seed(1))
+    tr, te = perm[:120], perm[120:]
+    # the closed form alone, and Adam from zero (after the closed form the gradients are ~0, and Adam's first steps turn
+    # their rounding into lr-sized moves: compared there, any two summation orders differ by ~lr)
+    for cfg in (dict(init='ridge', epochs=0), dict(init='zero', epochs=2)):
+        kw = dict(kind=kind, lr=1e-3, batch_size=16, lpips_weight=0.1, global_size=16, global_rank=12, device='cpu', **cfg)
+        a, b = train_and_evaluate(z, x, tr, te, **kw), train_and_evaluate(rd, x, tr, te, **kw)
+        assert a['ridge_lambda'] == b['ridge_lambda']
+        for k, v in a['probe'].state_dict().items(): torch.testing.assert_close(b['probe'].state_dict()[k], v, atol=1e-5, rtol=1e-4, msg=k)
+        for ha, hb in zip(a['history'], b['history']):
+            for k in ha: assert abs(ha[k] - hb[k]) < 1e-5 * max(1, abs(ha[k])), (k, ha[k], hb[k])
+        torch.testing.assert_close(b['recon'], a['recon'], atol=1e-4, rtol=1e-4)
+    assert 0 < Spy.largest <= 64, Spy.largest
+    with pytest.raises(TypeError, match='CachedLatents'): train_and_evaluate(z.numpy(), x, tr, te, **kw)
