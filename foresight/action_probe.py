@@ -223,9 +223,9 @@ def train_c3_queries(model, train, integration: str = 'cross_attention', steps: 
     freeze(model); torch.manual_seed(seed)
     n_out, C = train.target.shape[1:]
     q = FuturePredictionQueries.for_model(model, C, n_out=n_out, n_queries=n_queries, integration=integration)
-    cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, warmup=min(10, steps // 5), eval_every=max(1, min(steps, log_every)),
-                      ckpt_every=max(steps, 1), eval_train=0, seed=seed, ckpt_dir=str(ckpt_dir) if ckpt_dir else None,
-                      progress=progress)
+    cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, warmup=min(10, steps // 5),
+                      eval_every=max(1, min(steps, log_every)), ckpt_every=max(steps, 1), eval_train=0, seed=seed,
+                      ckpt_dir=str(ckpt_dir) if ckpt_dir else None, progress=progress)
     return q, train_queries(q, model, train, None, cfg, memo=memo)
 
 def futures(queries, model, data, memo=None) -> dict:

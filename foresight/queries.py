@@ -89,7 +89,8 @@ class QueryData:
     def __len__(self): return len(self.clip_ids)
     def __repr__(self):
         s = ', streamed from the cache' if self.streamed else ''
-        return f"QueryData({len(self)} examples{s}, offsets={self.offsets}, target={tuple(self.target.shape)}, spec={self.spec})"
+        return (f"QueryData({len(self)} examples{s}, offsets={self.offsets}, target={tuple(self.target.shape)}, "
+                f"spec={self.spec})")
     @property
     def streamed(self) -> bool:
         "Whether the contexts are read from the latent cache on demand (not held in memory)."
@@ -158,7 +159,8 @@ def _check_cached(clips, caches):
     "A `VideoError` naming the clips that are in neither cache (their extraction failed)."
     idx = [c.index() for c in caches]
     missing = [c.id for c in clips if any(c.id not in i for i in idx)]
-    if missing: raise VideoError(f"{len(missing)} clip(s) could not be extracted (see the cache manifest): {missing[:5]}")
+    if missing:
+        raise VideoError(f"{len(missing)} clip(s) could not be extracted (see the cache manifest): {missing[:5]}")
 
 def _clip_targets(fr, offsets, col, window, pool) -> tuple:
     "`(targets, current)` of one clip from its frame latents `fr`: one target row per offset (one for a window)."
@@ -189,7 +191,8 @@ def query_data(model, processor, clips, offsets=(1,), texts=None, target: str = 
     texts = [c.text or '' for c in clips] if texts is None else ([texts] * len(clips) if isinstance(texts, str) else list(texts))
     if len(texts) != len(clips): raise ValueError(f"{len(texts)} texts for {len(clips)} clips: pass one per clip")
     if stream and cache_dir is None:
-        raise ValueError("stream=True reads the contexts from the latent cache: pass cache_dir=<a folder> (or stream=False)")
+        raise ValueError("stream=True reads the contexts from the latent cache: pass cache_dir=<a folder> "
+                         "(or stream=False)")
     offs = sorted(set(offsets) - {0})
     compute = lambda cs: _clips_latents(model, processor, cs, context, offs or [0], target, layer)
     if cache_dir is not None:
@@ -820,7 +823,8 @@ def train_queries(queries, model, train: QueryData, val: QueryData | None = None
     ckpt_every = cfg.ckpt_every or cfg.eval_every
     gc_on = cfg.grad_checkpointing in ('auto', True, 'on') and dev.type == 'cuda' and queries.integration == 'prefix'
     if cfg.grad_checkpointing in (True, 'on') and queries.integration == 'prefix': gc_on = True
-    sub_train = train.subset(range(min(len(train), cfg.eval_train)), lazy=True) if cfg.eval_train else None   # streamed: read when evaluated
+    # the first eval_train examples; streamed ones stay in the cache until evaluated
+    sub_train = train.subset(range(min(len(train), cfg.eval_train)), lazy=True) if cfg.eval_train else None
     t0 = time.time(); interrupted = False; skipped = 0
     bar = tqdm(total=cfg.steps, initial=step, desc=f'train {queries.integration}', disable=not cfg.progress or rank != 0, leave=False)
     while step < cfg.steps:
