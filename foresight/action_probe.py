@@ -215,13 +215,17 @@ def stratified_split(labels, sizes, seed: int = 0) -> list:
 from .queries import (query_data, FuturePredictionQueries, TrainConfig, train_queries, predict, ContextMemo, freeze)
 
 def train_c3_queries(model, train, integration: str = 'cross_attention', steps: int = 30, lr: float = 3e-3, batch_size: int = 16,
-                     seed: int = 0, memo=None, n_queries: int | None = None, ckpt_dir=None, progress: bool = False):
-    "Query tokens trained on `train` (a `QueryData`) with the VLM frozen (`foresight.queries.train_queries`); returns `(queries, run)`."
+                     seed: int = 0, memo=None, n_queries: int | None = None, ckpt_dir=None, progress: bool = False,
+                     log_every: int = 10):
+    """Query tokens trained on `train` (a `QueryData`) with the VLM frozen (`foresight.queries.train_queries`); returns
+    `(queries, run)`. `run['history']` has the training loss every `log_every` steps (for `log_curves`): without a
+    validation set these rows cost nothing and change nothing in training; checkpoints are written at the end only."""
     freeze(model); torch.manual_seed(seed)
     n_out, C = train.target.shape[1:]
     q = FuturePredictionQueries.for_model(model, C, n_out=n_out, n_queries=n_queries, integration=integration)
-    cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, warmup=min(10, steps // 5), eval_every=max(steps, 1), eval_train=0,
-                      seed=seed, ckpt_dir=str(ckpt_dir) if ckpt_dir else None, progress=progress)
+    cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, warmup=min(10, steps // 5),
+                      eval_every=max(1, min(steps, log_every)), ckpt_every=max(steps, 1), eval_train=0, seed=seed,
+                      ckpt_dir=str(ckpt_dir) if ckpt_dir else None, progress=progress)
     return q, train_queries(q, model, train, None, cfg, memo=memo)
 
 def futures(queries, model, data, memo=None) -> dict:

@@ -70,10 +70,12 @@ class QueryData:
     """Examples for the queries, one row per (clip, offset): context features `(T', h, w, D)`, the fps its positions assume,
     text and its token ids, raw `target` and `current` `(n, n_out, C)`, and the horizon index (into
     `offsets`). `spec` records how the targets were made; `labels` and `objects` (the clip's action
-    and object, where known) let other texts be written for the same clip."""
+    and object, where known) let other texts be written for the same clip. `context` is a list of tensors,
+    or (`query_data(..., stream=True)`) a `CachedLatents` that reads each example's features from the latent
+    cache when a batch asks for them (`subset`), so that no more than a batch of them is ever in memory."""
     clip_ids: list
     labels: list
-    context: list
+    context: list   # or a foresight.extraction.CachedLatents (streamed)
     fps: list
     texts: list
     text_ids: list
@@ -86,12 +88,20 @@ class QueryData:
     prompt_ids: tuple = ((), ())
     def __len__(self): return len(self.clip_ids)
     def __repr__(self):
-        return f"QueryData({len(self)} examples, offsets={self.offsets}, target={tuple(self.target.shape)}, spec={self.spec})"
-    def subset(self, idx) -> 'QueryData':
-        "The examples `idx` (a list, array or tensor of indices)."
+        s = ', streamed from the cache' if self.streamed else ''
+        return (f"QueryData({len(self)} examples{s}, offsets={self.offsets}, target={tuple(self.target.shape)}, "
+                f"spec={self.spec})")
+    @property
+    def streamed(self) -> bool:
+        "Whether the contexts are read from the latent cache on demand (not held in memory)."
+        return not isinstance(self.context, list)
+    def subset(self, idx, lazy: bool = False) -> 'QueryData':
+        """The examples `idx` (a list, array or tensor of indices), their contexts read into memory; with
+        `lazy=True` streamed contexts stay in the cache (a smaller `CachedLatents`, read when used)."""
         idx = [int(i) for i in idx]; pick = lambda xs: [xs[i] for i in idx]
         t = torch.tensor(idx, dtype=torch.long)
-        return replace(self, clip_ids=pick(self.clip_ids), labels=pick(self.labels), context=pick(self.context), fps=pick(self.fps),
+        ctx = _lazy_pick(self.context, idx) if lazy and self.streamed else pick(self.context)
+        return replace(self, clip_ids=pick(self.clip_ids), labels=pick(self.labels), context=ctx, fps=pick(self.fps),
                        texts=pick(self.texts), text_ids=pick(self.text_ids), target=self.target[t], current=self.current[t], horizon=self.horizon[t],
                        objects=pick(self.objects) if self.objects else [])
     def with_texts(self, processor, texts) -> 'QueryData':
@@ -102,6 +112,10 @@ class QueryData:
     def key(self, i) -> tuple:
         "What the frozen context pass of example `i` depends on: its clip and its text."
         return (self.clip_ids[i], self.texts[i])
+
+def _lazy_pick(reader, idx):
+    "The rows `idx` of a `CachedLatents`, as another `CachedLatents` over the same cache (nothing is read)."
+    return type(reader)(reader.cache, [reader.ids[i] for i in idx], reader.max_open)
 
 def text_ids(processor, text: str) -> list:
     "Token ids of `text` as the processor's tokenizer writes it after the video (no special tokens added)."
@@ -129,20 +143,35 @@ def _clips_latents(model, processor, clips, context, offsets, target, layer, bat
         out += [(z.post_merge, fr[j * k:(j + 1) * k]) for j, z in enumerate(ctxs)]
     return out
 
-def _cached_latents(clips, compute, roots, progress):
-    "`({id: context}, {id: frames})` through two latent caches: what is not cached yet is computed in batched calls."
+def _filled_caches(clips, compute, roots, progress) -> tuple:
+    """The two `LatentCache`s (contexts, frames) holding every clip: what is not cached yet is computed in batched
+    calls and written. When every clip is cached already nothing is written (ranks under torchrun only read)."""
     from foresight.extraction import LatentCache
-    have = set(LatentCache(roots[0]).ids()) & set(LatentCache(roots[1]).ids())
+    caches = tuple(LatentCache(r) for r in roots)
+    have = set(caches[0].ids()) & set(caches[1].ids())
     todo = [c for c in clips if c.id not in have]
-    new = dict(zip([c.id for c in todo], compute(todo))) if todo else {}
+    if not todo: return caches
+    new = dict(zip([c.id for c in todo], compute(todo)))
     get = lambda c: new[c.id] if c.id in new else compute([c])[0]
-    ids = [c.id for c in clips]
-    return tuple(cache_latents(clips, lambda c, k=k: get(c)[k], r, progress=progress).load(ids=ids) for k, r in enumerate(roots))
+    return tuple(cache_latents(clips, lambda c, k=k: get(c)[k], r, progress=progress) for k, r in enumerate(roots))
+
+def _check_cached(clips, caches):
+    "A `VideoError` naming the clips that are in neither cache (their extraction failed)."
+    idx = [c.index() for c in caches]
+    missing = [c.id for c in clips if any(c.id not in i for i in idx)]
+    if missing:
+        raise VideoError(f"{len(missing)} clip(s) could not be extracted (see the cache manifest): {missing[:5]}")
+
+def _clip_targets(fr, offsets, col, window, pool) -> tuple:
+    "`(targets, current)` of one clip from its frame latents `fr`: one target row per offset (one for a window)."
+    if window: tgt = [pool_latents(fr[[col[o] for o in offsets]].float().mean(0, keepdim=True), pool)]
+    else: tgt = [pool_latents(fr[col[o]][None].float(), pool) for o in offsets]
+    return tgt, [pool_latents(fr[0][None].float(), pool)] * len(tgt)
 
 def query_data(model, processor, clips, offsets=(1,), texts=None, target: str = 'post_merge', pool: str = 'space',
                layer: int = -1, context: int | None = None, cache_dir=None, model_name: str | None = None,
                progress: bool = False, position_fps: float | None = 2.0, window: bool = False,
-               chat_template: bool = False) -> QueryData:
+               chat_template: bool = False, stream: bool = False) -> QueryData:
     """`QueryData` for `clips` and frame `offsets` (0: the last context frame, h: the h-th future
     frame). `texts`: None (each clip's `text`), one string for all, or one per clip. `cache_dir`:
     extract through the latent cache (keyed by model, size, context length, target and offsets).
@@ -151,7 +180,9 @@ def query_data(model, processor, clips, offsets=(1,), texts=None, target: str = 
     `window`: one example per clip whose target is the mean of the frame latents at all `offsets` (the
     plan's window, frames 17-24 from 1-16: `offsets=range(1, 9)`), instead of one example per offset.
     `chat_template`: wrap video and text in the Instruct model's chat turn (`CHAT_TURN`: system, user, then
-    the assistant's turn opened), as Qwen2.5-VL-Instruct is prompted; False: the bare video and text."""
+    the assistant's turn opened), as Qwen2.5-VL-Instruct is prompted; False: the bare video and text.
+    `stream`: keep the contexts in the cache (needs `cache_dir`): `context` is a `CachedLatents` read batch by
+    batch, and targets are pooled one clip at a time, so host memory stays bounded however large the data are."""
     offsets = tuple(int(o) for o in offsets)
     if not offsets or min(offsets) < 0: raise ValueError(f"offsets={offsets}: give frame offsets >= 0 (0 = the last context frame)")
     if pool not in POOLS: raise ValueError(f"pool={pool!r}: use one of {POOLS}")
@@ -159,27 +190,37 @@ def query_data(model, processor, clips, offsets=(1,), texts=None, target: str = 
     clips = list(clips)
     texts = [c.text or '' for c in clips] if texts is None else ([texts] * len(clips) if isinstance(texts, str) else list(texts))
     if len(texts) != len(clips): raise ValueError(f"{len(texts)} texts for {len(clips)} clips: pass one per clip")
+    if stream and cache_dir is None:
+        raise ValueError("stream=True reads the contexts from the latent cache: pass cache_dir=<a folder> "
+                         "(or stream=False)")
     offs = sorted(set(offsets) - {0})
     compute = lambda cs: _clips_latents(model, processor, cs, context, offs or [0], target, layer)
     if cache_dir is not None:
         name = model_name or getattr(model, 'name_or_path', 'model')
         H = clip_frames(clips[0], context)[0].shape[1]
         kw = dict(resolution=H, ctx=context or 'meta', offs='+'.join(map(str, offs)) or 'none')
-        ck, fk = _cached_latents(clips, compute, (Path(cache_dir)/cache_key(name, 'context_post_merge', **kw),
-                                                   Path(cache_dir)/cache_key(name, f'frames_{target}', layer if target == 'llm' else None, **kw)), progress)
-        missing = [c.id for c in clips if c.id not in ck or c.id not in fk]
-        if missing: raise VideoError(f"{len(missing)} clip(s) could not be extracted (see the cache manifest): {missing[:5]}")
-        lat = [(ck[c.id], fk[c.id]) for c in clips]
-    else: lat = compute(clips)
-    lat = [(z.cpu(), fr.cpu()) for z, fr in lat]   # examples live on the CPU; batches move to the model's device
-    col = {o: k + 1 for k, o in enumerate(offs)}; col[0] = 0
+        roots = (Path(cache_dir)/cache_key(name, 'context_post_merge', **kw),
+                 Path(cache_dir)/cache_key(name, f'frames_{target}', layer if target == 'llm' else None, **kw))
+        caches = _filled_caches(clips, compute, roots, progress)
+        _check_cached(clips, caches)
     rows = [(i, h) for i in range(len(clips)) for h in range(1 if window else len(offsets))]
-    if window: tgt = torch.stack([pool_latents(lat[i][1][[col[o] for o in offsets]].float().mean(0, keepdim=True), pool) for i, _ in rows])
-    else: tgt = torch.stack([pool_latents(lat[i][1][col[offsets[h]]][None].float(), pool) for i, h in rows])
-    cur = torch.stack([pool_latents(lat[i][1][0][None].float(), pool) for i, h in rows])
+    if stream:   # contexts stay in the cache; frame latents are read one clip at a time and pooled
+        ctx, frames = caches[0].reader([clips[i].id for i, _ in rows]), caches[1].reader([c.id for c in clips])
+        frames_of = lambda i: frames[i]
+    else:
+        if cache_dir is not None:
+            ids = [c.id for c in clips]; ck, fk = (c.load(ids=ids) for c in caches)
+            lat = [(ck[c.id], fk[c.id]) for c in clips]
+        else: lat = compute(clips)
+        lat = [(z.cpu(), fr.cpu()) for z, fr in lat]   # examples live on the CPU; batches move to the model's device
+        ctx, frames_of = [lat[i][0] for i, _ in rows], lambda i: lat[i][1]
+    col = {o: k + 1 for k, o in enumerate(offs)}; col[0] = 0
+    per_clip = [_clip_targets(frames_of(i), offsets, col, window, pool) for i in range(len(clips))]
+    tgt = torch.stack([t for ts, _ in per_clip for t in ts])
+    cur = torch.stack([c for _, cs in per_clip for c in cs])
     ids = {t: text_ids(processor, t) for t in set(texts)}
     return QueryData(clip_ids=[clips[i].id for i, _ in rows], labels=[clips[i].label for i, _ in rows],
-                     context=[lat[i][0] for i, _ in rows], fps=[float(position_fps or clips[i].fps or 24.0) for i, _ in rows],
+                     context=ctx, fps=[float(position_fps or clips[i].fps or 24.0) for i, _ in rows],
                      texts=[texts[i] for i, _ in rows], text_ids=[ids[texts[i]] for i, _ in rows], target=tgt, current=cur,
                      horizon=torch.tensor([h for _, h in rows], dtype=torch.long), offsets=offsets,
                      spec=dict(target=target, pool=pool, layer=layer, offsets=list(offsets), context=context, position_fps=position_fps, window=window,
@@ -502,7 +543,7 @@ def action_insensitivity(queries, model, processor, data: QueryData, seed: int =
     texts = swap_action_texts(data, seed)
     keep = [i for i, t in enumerate(texts) if t is not None]
     if not keep: return dict(agreement=float('nan'), n=0, cos_true=torch.zeros(0), cos_swapped=torch.zeros(0))
-    sub = data.subset(keep)
+    sub = data.subset(keep, lazy=True)
     p_true = pred[keep] if pred is not None else predict(queries, model, sub, batch_size)
     p_swap = predict(queries, model, sub.with_texts(processor, [texts[i] for i in keep]), batch_size)
     return dict(agreement=prediction_agreement(queries, p_true, p_swap), n=len(keep),
@@ -782,7 +823,8 @@ def train_queries(queries, model, train: QueryData, val: QueryData | None = None
     ckpt_every = cfg.ckpt_every or cfg.eval_every
     gc_on = cfg.grad_checkpointing in ('auto', True, 'on') and dev.type == 'cuda' and queries.integration == 'prefix'
     if cfg.grad_checkpointing in (True, 'on') and queries.integration == 'prefix': gc_on = True
-    sub_train = train.subset(range(min(len(train), cfg.eval_train))) if cfg.eval_train else None
+    # the first eval_train examples; streamed ones stay in the cache until evaluated
+    sub_train = train.subset(range(min(len(train), cfg.eval_train)), lazy=True) if cfg.eval_train else None
     t0 = time.time(); interrupted = False; skipped = 0
     bar = tqdm(total=cfg.steps, initial=step, desc=f'train {queries.integration}', disable=not cfg.progress or rank != 0, leave=False)
     while step < cfg.steps:

@@ -237,3 +237,14 @@ def test_a_tiny_training_notebook_leaves_tensorboard_events(tmp_path):
     assert 'train_loss' in sc or 'loss' in sc, sorted(sc)
     assert len(next(iter(sc.values()))) == 4                       # the ridge start (epoch 0) and 3 epochs
     assert f'curves_{logdir.name}' in (run/'findings.md').read_text()
+
+def test_a_tiny_c3_notebook_leaves_tensorboard_events(tmp_path):
+    "E3.2 on the tiny preset: the query training's curves are in the run folder as TensorBoard events and in the report."
+    from foresight.cli import run_experiment
+    from foresight.tracking import read_scalars
+    run = run_experiment('e3_2', dict(n_train=8, n_val=4, steps=3, eval_every=1, warmup=1, batch_size=4), name='tb', root=tmp_path,
+                         quiet=True)
+    sc = read_scalars(run/'tensorboard'/'queries')
+    assert {'train_loss', 'val_cos', 'lr'} <= set(sc), sorted(sc)
+    assert [s for s, _ in sc['train_loss']] == [1, 2, 3]                 # one row per evaluation (every step here)
+    assert 'curves_queries' in (run/'findings.md').read_text()

@@ -87,31 +87,50 @@ from foresight.models import load_vlm
 from foresight.data import action_world
 from foresight.queries import FuturePredictionQueries, TrainConfig, query_data, train_queries, save_queries
 model, processor = load_vlm('tiny', device=f'cuda:{local}' if cuda else 'cpu', dtype='float32')
-tr = query_data(model, processor, action_world(16, context=4, future=2, size=56, seed=3), offsets=(1, 2), pool='none')
+stream = len(sys.argv) > 5   # streamed from the cache the parent filled: each rank reads only what it uses
+tr = query_data(model, processor, action_world(16, context=4, future=2, size=56, seed=3), offsets=(1, 2), pool='none',
+                cache_dir=sys.argv[5] if stream else None, stream=stream)
+reads = []
+if stream:   # the rows this rank reads from the cache (the training rows and evaluation rows alike: readers index rows)
+    from foresight.extraction import CachedLatents
+    get = CachedLatents.__getitem__
+    CachedLatents.__getitem__ = lambda self, i: reads.append(i) or get(self, i)
 torch.manual_seed(0)
 q = FuturePredictionQueries.for_model(model, 96, n_out=4, integration=sys.argv[1], horizons=2, horizon_mode=sys.argv[2])
 r = train_queries(q, model, tr, tr, TrainConfig(steps=4, batch_size=int(sys.argv[3]), eval_every=2, eval_train=8, progress=False,
                                                  ckpt_dir=sys.argv[4] + '/ckpt'))
+json.dump(dict(streamed=tr.streamed, reads=sorted(set(reads))), open(sys.argv[4] + f'/reads{rank}.json', 'w'))
 if rank == 0:
     save_queries(q, sys.argv[4] + '/queries.safetensors')
     json.dump(r['history'], open(sys.argv[4] + '/history.json', 'w'))
 dist.destroy_process_group()
 '''
 
-@pytest.mark.parametrize('integration,mode', [('suffix', 'shared'), ('cross_attention', 'separate')])
-def test_data_parallel_equals_one_process(vlm, tmp_path, integration, mode):
+@pytest.mark.parametrize('integration,mode,stream', [('suffix', 'shared', False), ('cross_attention', 'separate', False),
+                                                     ('suffix', 'shared', True)])
+def test_data_parallel_equals_one_process(vlm, tmp_path, integration, mode, stream):
     """Two ranks under torchrun (gloo on CPU), 4 examples each per step, end where one process with
-    batches of 8 ends: the ranks' shards of each step's batch are that batch, and DDP averages the gradients."""
+    batches of 8 ends: the ranks' shards of each step's batch are that batch, and DDP averages the gradients.
+    `stream`: the ranks read their contexts from the latent cache (`stream=True`), each only the rows of its own
+    batches and of its share of the evaluations; the one process holds them in memory."""
     import json, os, subprocess, sys
-    from foresight.queries import load_queries
+    from foresight.queries import load_queries, batch_indices
     (tmp_path/'worker.py').write_text(DDP_WORKER)
+    model, processor = load_vlm('tiny', dtype='float32')   # as the workers: float32, on the GPU when there is one
+    clips = action_world(16, context=4, future=2, size=56, seed=3)
+    tr = query_data(model, processor, clips, offsets=(1, 2), pool='none', cache_dir=tmp_path/'cache' if stream else None)
     root = str(Path(__file__).resolve().parents[1])   # the workers import foresight from this checkout, installed or not
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
     p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(29500 + os.getpid() % 1000),
-                        str(tmp_path/'worker.py'), integration, mode, '4', str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+                        str(tmp_path/'worker.py'), integration, mode, '4', str(tmp_path)] + ([str(tmp_path/'cache')] if stream else []),
+                       capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    model, processor = load_vlm('tiny', dtype='float32')   # as the workers: float32, on the GPU when there is one
-    tr = query_data(model, processor, action_world(16, context=4, future=2, size=56, seed=3), offsets=(1, 2), pool='none')
+    for rank in (0, 1):
+        rd = json.loads((tmp_path/f'reads{rank}.json').read_text())
+        assert rd['streamed'] == stream
+        if stream:   # its 4 steps' batches, its share of predict over the 32 rows and over the 8 evaluated training rows
+            own = {i for s in range(4) for i in batch_indices(len(tr), 4, s, 0, rank, 2)} | set(range(rank, len(tr), 2))
+            assert rd['reads'] == sorted(own) and len(own) < len(tr), (rank, rd['reads'], sorted(own))
     torch.manual_seed(0)
     q = FuturePredictionQueries.for_model(model, 96, n_out=4, integration=integration, horizons=2, horizon_mode=mode)
     r = train_queries(q, model, tr, tr, TrainConfig(steps=4, batch_size=8, eval_every=2, eval_train=8, progress=False))
@@ -130,6 +149,31 @@ def test_data_parallel_equals_one_process(vlm, tmp_path, integration, mode):
     assert len(hd) == len(r['history']) == 2
     for a, b in zip(hd, r['history']):
         assert abs(a['val_cos'] - b['val_cos']) < tol and abs(a['train_loss'] - b['train_loss']) < tol
+
+def test_streaming_training_equals_in_memory(vlm, tmp_path):
+    """The same examples with their contexts streamed from the latent cache (`stream=True`) or held in memory train
+    to the very same queries and history; the streamed run reads from the cache only the rows it uses."""
+    from foresight.extraction import CachedLatents
+    model, processor = vlm
+    clips = action_world(12, context=4, future=2, size=56, seed=4)
+    mem = query_data(model, processor, clips, offsets=(1, 2), pool='none', cache_dir=tmp_path/'cache')
+    st = query_data(model, processor, clips, offsets=(1, 2), pool='none', cache_dir=tmp_path/'cache', stream=True)
+    assert st.streamed and not mem.streamed and len(st) == len(mem) == 24
+    assert torch.equal(st.target, mem.target) and torch.equal(st.current, mem.current)
+    cfg = TrainConfig(steps=4, batch_size=4, eval_every=2, eval_train=4, progress=False)
+    runs, reads, get = [], [], CachedLatents.__getitem__
+    for d in (mem, st):
+        torch.manual_seed(0); q = FuturePredictionQueries.for_model(model, 96, n_out=4, integration='suffix', horizons=2)
+        va = d.subset(range(6), lazy=True)
+        CachedLatents.__getitem__ = lambda self, i: reads.append(i) or get(self, i)
+        try: runs.append((q, train_queries(q, model, d, va, cfg)))
+        finally: CachedLatents.__getitem__ = get
+    (qa, ra), (qb, rb) = runs
+    for k, v in qa.state_dict().items(): assert torch.equal(qb.state_dict()[k], v), k
+    drop = lambda h: [{k: v for k, v in row.items() if k != 'seconds'} for row in h]
+    assert drop(ra['history']) == drop(rb['history'])
+    # 4 steps of 4 rows; 2 evaluations of 6 validation rows and of 4 training rows: nothing else was read
+    assert len(reads) == 4 * 4 + 2 * (6 + 4), len(reads)
 
 
 # -- on a GPU (skipped without one): bf16 autocast, gradient checkpointing, the full-size architecture
