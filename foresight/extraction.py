@@ -304,8 +304,8 @@ class LatentCache:
 
 class CachedLatents:
     """A read-only sequence of a cache's latents, read when asked for: `len`, `[i]` (one tensor), `ids`,
-    `stack(idx)`. At most `max_open` shards are memory-mapped at once and each tensor is copied out as it
-    is read, so host memory stays bounded however large the cache is (how training reads SSv2-size data).
+    `stack(idx)`. At most `max_open` shards are open at once and only the items asked for are read (safetensors may
+    hand back memory-mapped tensors, freed with the batch), so host memory stays bounded however large the cache is.
     Picklable, so DataLoader workers can read from it."""
     def __init__(self, cache: LatentCache, ids=None, max_open: int = 2):
         index = cache.index()
