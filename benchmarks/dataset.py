@@ -20,12 +20,12 @@ sys.path.insert(0, str(ROOT))
 WORKLOADS = {   # name: (scripts/extract.py arguments, patch tokens per item, what it is)
     'clips224': (['--size', '224', '--frames', '16', '--batch-size', '16'], 8 * 16 * 16, '16×224² clips from 240p webm, post-merge'),
     'frames448': (['--size', '448', '--frames', '1', '--batch-size', '32'], 32 * 32, '448² frames from 240p webm, post-merge'),
-    'llm': (['--size', '224', '--frames', '16', '--batch-size', '16', '--point', 'llm', '--layer', '14'], 8 * 16 * 16,
+    'llm': (['--size', '224', '--frames', '16', '--batch-size', '16', '--layer', 'llm:14'], 8 * 16 * 16,
             '16×224² clips from 240p webm, LLM layer 14'),
 }
 TINY = {'clips224': (['--size', '56', '--frames', '4', '--batch-size', '4'], 2 * 4 * 4, 'tiny 4×56² clips'),
         'frames448': (['--size', '112', '--frames', '1', '--batch-size', '4'], 8 * 8, 'tiny 112² frames'),
-        'llm': (['--size', '56', '--frames', '4', '--batch-size', '4', '--point', 'llm', '--layer', '1'], 2 * 4 * 4, 'tiny clips, LLM layer 1')}
+        'llm': (['--size', '56', '--frames', '4', '--batch-size', '4', '--layer', 'llm:1'], 2 * 4 * 4, 'tiny clips, LLM layer 1')}
 
 def flops_per_token(workload: str, tiny: bool) -> float:
     "Matmul FLOPs per patch token: the vision tower's, plus for `llm` the language model's per visual token (4 patches each)."
@@ -36,7 +36,7 @@ def flops_per_token(workload: str, tiny: bool) -> float:
     side = int(args[args.index('--size') + 1])
     f = tower_flops_per_token(cfg.vision_config, (side // 14) ** 2)
     if workload == 'llm':
-        tc, k = cfg.text_config, int(args[args.index('--layer') + 1])
+        tc, k = cfg.text_config, int(args[args.index('--layer') + 1].split(':')[1])
         per_layer = 2 * (tc.hidden_size * (tc.hidden_size + 2 * tc.num_key_value_heads * tc.hidden_size // tc.num_attention_heads)
                          + tc.hidden_size * tc.hidden_size + 3 * tc.hidden_size * tc.intermediate_size)
         f += k * per_layer / 4        # one LLM token per 2×2 patches; layers above `k` are never run

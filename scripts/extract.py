@@ -1,6 +1,7 @@
 """Extract a dataset's latents into a cache, on one GPU or several.
 
-    python scripts/extract.py --dataset /data/ssv2 --layout ssv2 --vlm Qwen/Qwen2.5-VL-7B-Instruct --point post_merge --out cache/ssv2-post
+    python scripts/extract.py --dataset /data/ssv2 --layout ssv2 --vlm Qwen/Qwen2.5-VL-7B-Instruct --layer post_merge --out cache/ssv2-post
+    python scripts/extract.py ... --layer llm:14 --out cache/ssv2-llm14     # LLM hidden states at layer 14
     torchrun --nproc_per_node 8 scripts/extract.py ...        # each rank takes every 8th shard; one cache folder
     accelerate launch --num_processes 8 scripts/extract.py ...
 
@@ -34,8 +35,8 @@ def main(argv=None):
     started = time.time()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--dataset', required=True); ap.add_argument('--layout', default='folder', choices=['folder', 'ssv2', 'davis', 'ucf101'])
-    ap.add_argument('--split', default=None); ap.add_argument('--vlm', default='tiny'); ap.add_argument('--point', default='post_merge')
-    ap.add_argument('--layer', type=int, default=None, help='vision block (point block) or LLM layer (point llm; -1 the last)')
+    ap.add_argument('--split', default=None); ap.add_argument('--vlm', default='tiny')
+    ap.add_argument('--layer', default='post_merge', help='pre_merge, post_merge, a vision block k, or llm:k (llm:-1 the last)')
     ap.add_argument('--size', type=int, default=448); ap.add_argument('--frames', type=int, default=16)
     ap.add_argument('--fps', type=float, default=None); ap.add_argument('--batch-size', type=int, default=16)
     ap.add_argument('--workers', type=int, default=8, help='decoding workers per GPU')
@@ -58,7 +59,7 @@ def main(argv=None):
     reader = dict(folder=data.folder_refs, ssv2=data.ssv2_refs, davis=data.davis_refs, ucf101=data.ucf101_refs)[a.layout]
     refs = reader(a.dataset, **({'split': a.split} if a.split else {}))
     model, processor = load_vlm(a.vlm, device=dev)
-    extract_dataset(model, processor, refs, a.out, point=a.point, layer=a.layer, size=a.size, frames=a.frames, fps=a.fps,
+    extract_dataset(model, processor, refs, a.out, layer=a.layer, size=a.size, frames=a.frames, fps=a.fps,
                     batch_size=a.batch_size, num_workers=a.workers, shard_size=a.shard_size, strict=a.strict, progress=rank == 0,
                     dtype=a.dtype, pool=a.pool, compile=not a.no_compile)
     if dist.is_initialized(): dist.barrier()           # every rank's manifest is final

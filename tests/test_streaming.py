@@ -60,9 +60,6 @@ def _extra_rss(tmp_path, cache, how):
     return json.loads(out.read_text())
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="issue 15, open: on a fresh clone the streamed run added 786 MiB (cap 512; 96 MiB in the helper's "
-                   "worktree): CachedLatents keeps up to max_open shards memory-mapped and safetensors hands back mapped tensors, "
-                   "so touched pages stay resident. Fix: copy out and close, or read without mmap")
 def test_streaming_stays_under_a_memory_cap_the_cache_exceeds(tmp_path):
     """(About 60 s on a 2-core CPU: 1.5 GiB written, two child processes.) Streaming, a short training and then one
     pass over every example add less than `CAP_MB` to the peak RSS with a 1.5 GiB cache; the same with the contexts
