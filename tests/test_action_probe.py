@@ -1,16 +1,19 @@
-"foresight.action_probe: probes read a planted class signal, sit at chance on shuffled labels, and count opposite-action confusions."
+"""foresight.action_probe: probes read a planted class signal, sit at chance on shuffled labels, and count
+opposite-action confusions."""
 import math
 import numpy as np, pytest, torch
-from foresight.action_probe import (fit_probe, select_probe, probe_logits, topk_correct, confusion_matrix, opposite_confusions,
-                                    AttentiveProbe, LinearProbe)
+from foresight.action_probe import (fit_probe, select_probe, probe_logits, topk_correct, confusion_matrix,
+                                    opposite_confusions)
 from foresight.data import OPPOSITE_ACTIONS, ACTION_TEMPLATES
 
 torch.set_num_threads(1)   # small problems on a shared CPU: contended OpenMP threads are many times slower
 
 
 def _planted(n=400, K=8, L=4, d=16, strength=2.0, seed=0):
-    g = torch.Generator().manual_seed(seed); y = torch.arange(n) % K
-    X = torch.randn(n, L, d, generator=g); X[:, min(1, L - 1)] += strength * torch.randn(K, d, generator=g)[y]
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % K
+    X = torch.randn(n, L, d, generator=g)
+    X[:, min(1, L - 1)] += strength * torch.randn(K, d, generator=g)[y]
     return X, y
 
 
@@ -36,7 +39,8 @@ def test_shuffled_labels_at_chance(kind):
 
 def test_grid_selects_on_validation():
     X, y = _planted(n=300, seed=2)
-    m, grid = select_probe('linear', X[:200], y[:200], X[200:], y[200:], 8, lrs=(1e-5, 1e-2), wds=(1e-4,), epochs=10, batch_size=100)
+    m, grid = select_probe('linear', X[:200], y[:200], X[200:], y[200:], 8, lrs=(1e-5, 1e-2), wds=(1e-4,), epochs=10,
+                           batch_size=100)
     assert len(grid) == 2 and [r['selected'] for r in grid] == [False, True]       # lr 1e-5 barely moves in 10 epochs
     assert grid[1]['val_top1'] > grid[0]['val_top1']
 
@@ -56,9 +60,12 @@ def test_topk_and_confusion():
 
 
 def test_opposite_confusions_planted():
-    cls = list(ACTION_TEMPLATES); K = len(cls); rng = np.random.default_rng(0)
+    cls = list(ACTION_TEMPLATES)
+    K = len(cls)
+    rng = np.random.default_rng(0)
     y = rng.integers(0, K, 5000)
-    opp = {cls.index(a): cls.index(b) for a, b in OPPOSITE_ACTIONS} | {cls.index(b): cls.index(a) for a, b in OPPOSITE_ACTIONS}
+    opp = {cls.index(a): cls.index(b) for a, b in OPPOSITE_ACTIONS} | {cls.index(b): cls.index(a) for a,
+                                                                       b in OPPOSITE_ACTIONS}
     to_opp = np.array([opp.get(int(t), (t + 1) % K) for t in y])
     r = opposite_confusions(y, to_opp, cls, OPPOSITE_ACTIONS)
     assert r['rate'] == 1.0 and math.isclose(r['ratio'], K - 1) and r['p'] < 1e-10
@@ -75,27 +82,37 @@ def test_bad_inputs():
 
 
 def test_ssv2_layout_clips_classes_and_opposites(tmp_path):
-    "Something-Something v2 in its official layout: clips split by `context`, 174-style vocabulary, opposites by template text, broken files skipped."
+    """Something-Something v2 in its official layout, through the one C3 loader (`queries.load_clips`, split
+    'validation') and `action_classes`: clips split by `context`, 174-style vocabulary, opposites by template text,
+    broken files skipped."""
     import json
     from foresight.data import action_world, write_video
-    from foresight.action_probe import load_action_clips, stratified_split
-    root = tmp_path/'ssv2'; (root/'labels').mkdir(parents=True)
-    templates = {'Pushing something from left to right': '0', 'Pushing something from right to left': '1', 'Dropping something': '2'}
+    from foresight.action_probe import stratified_split
+    from foresight.queries import load_clips, action_classes
+    root = tmp_path/'ssv2'
+    (root/'labels').mkdir(parents=True)
+    templates = {'Pushing something from left to right': '0', 'Pushing something from right to left': '1',
+                 'Dropping something': '2'}
     (root/'labels'/'labels.json').write_text(json.dumps(templates))
     src = action_world(4, context=4, future=2, size=56, seed=0)
     entries = []
-    for i, (c, t) in enumerate(zip(src, ['Pushing [something] from left to right', 'Pushing [something] from right to left'] * 2)):
+    for i, (c,
+            t) in enumerate(zip(src,
+                                ['Pushing [something] from left to right',
+                                 'Pushing [something] from right to left'] * 2)):
         write_video(root/f'{i}.webm', np.concatenate([c.frames, c.meta['future']]), fps=4)
         entries.append(dict(id=str(i), label=t.replace('[something]', 'a cup'), template=t, placeholders=['a cup']))
     (root/'99.webm').write_bytes(b'not a video')
     entries.append(dict(id='99', label='Dropping a cup', template='Dropping [something]', placeholders=['a cup']))
     (root/'labels'/'validation.json').write_text(json.dumps(entries))
-    d = load_action_clips(f'ssv2:{root}', n=10, context=4, horizon=1, size=56)
-    assert len(d['clips']) == 4 and [s[0] for s in d['skipped']] == ['ssv2-99']
-    assert d['classes'] == ['0', '1', '2'] and d['pairs'] == [('0', '1')] and d['context'] == 4
-    assert all(len(c.frames) >= 5 and c.label in ('0', '1') for c in d['clips'])
-    tr, te = stratified_split([c.label for c in d['clips']], (2, 2))
-    assert {d['clips'][i].label for i in tr} == {'0', '1'}
+    skipped = []
+    clips = load_clips(f'ssv2:{root}', 10, 'validation', context=4, future=1, size=56, skipped=skipped)
+    vocab = action_classes(f'ssv2:{root}')
+    assert len(clips) == 4 and [s[0] for s in skipped] == ['ssv2-99']
+    assert vocab['classes'] == ['0', '1', '2'] and vocab['pairs'] == [('0', '1')]
+    assert all(len(c.frames) == 4 and len(c.meta['future']) == 1 and c.label in ('0', '1') for c in clips)
+    tr, te = stratified_split([c.label for c in clips], (2, 2))
+    assert {clips[i].label for i in tr} == {'0', '1'}
 
 
 def test_split_keeps_classes_of_a_long_tail():
@@ -103,7 +120,8 @@ def test_split_keeps_classes_of_a_long_tail():
     only the largest classes' leftovers)."""
     from foresight.action_probe import stratified_split
     labels = np.repeat(np.arange(174), [max(1, 400 // (k + 1)) for k in range(174)])
-    n = len(labels); sizes = (int(n * 0.7), int(n * 0.15), int(n * 0.15))
+    n = len(labels)
+    sizes = (int(n * 0.7), int(n * 0.15), int(n * 0.15))
     tr, va, te = stratified_split(labels, sizes, seed=1)
     assert sorted(tr + va + te) == sorted(set(tr + va + te)) and [len(s) for s in (tr, va, te)] == list(sizes)
     for k in range(174):

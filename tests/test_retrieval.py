@@ -1,8 +1,10 @@
-"foresight.retrieval: exact ranks on hand cases, the tie rule, random predictions at k/pool, template sharing, the falsification rule."
+"""foresight.retrieval: exact ranks on hand cases, the tie rule, random predictions at k/pool, template sharing, the
+falsification rule."""
 import math
 import numpy as np, pytest, torch
-from foresight.retrieval import (retrieval_ranks, retrieval_metrics, metrics_from_ranks, random_baseline, template_sharing,
-                                 falsification_verdict, FALSIFICATION_CONDITIONS, future_vs_random, retrieval_vs_random, derangement)
+from foresight.retrieval import (retrieval_ranks, retrieval_metrics, metrics_from_ranks, random_baseline,
+                                 template_sharing, falsification_verdict, future_vs_random, retrieval_vs_random,
+                                 derangement)
 
 torch.set_num_threads(1)   # small problems on a shared CPU: contended OpenMP threads are many times slower
 
@@ -17,9 +19,11 @@ def test_identity_gives_rank_one():
 def test_known_permutation_gives_known_ranks():
     # one-hot targets: query i scores target j by S[i, j]; S rows are permutations of n..1, so the
     # true match's rank is its place in the row
-    n = 30; g = torch.Generator().manual_seed(1)
+    n = 30
+    g = torch.Generator().manual_seed(1)
     order = torch.stack([torch.randperm(n, generator=g) for _ in range(n)])   # order[i] = targets in decreasing score
-    S = torch.empty(n, n); S.scatter_(1, order, torch.arange(n, 0, -1).float().expand(n, n))
+    S = torch.empty(n, n)
+    S.scatter_(1, order, torch.arange(n, 0, -1).float().expand(n, n))
     want = (order == torch.arange(n)[:, None]).float().argmax(1) + 1
     assert torch.equal(retrieval_ranks(S, torch.eye(n)), want)
     assert torch.equal(retrieval_ranks(S, torch.eye(n), chunk=4), want)
@@ -30,7 +34,8 @@ def test_known_permutation_gives_known_ranks():
 def test_permuted_targets():
     # pred[i] = targets[perm[i]] exactly: the query finds targets[perm[i]] first, so the true match is 2nd
     # unless perm[i] == i
-    x = torch.randn(50, 16, generator=torch.Generator().manual_seed(2)); perm = torch.roll(torch.arange(50), 1)
+    x = torch.randn(50, 16, generator=torch.Generator().manual_seed(2))
+    perm = torch.roll(torch.arange(50), 1)
     r = retrieval_ranks(x[perm], x)
     assert (r >= 2).all() and metrics_from_ranks(r)['R@1'] == 0.0
 
@@ -49,11 +54,17 @@ def test_ties_count_against_the_query():
 @pytest.mark.parametrize('pool', [10, 100, None])
 def test_random_predictions_at_baseline(pool):
     # ranks of one draw share their targets, so they are not independent (hubs): many draws, wide dimensions
-    g = torch.Generator().manual_seed(3); n = 2000
-    draws = [retrieval_ranks(torch.randn(n, 64, generator=g), torch.randn(n, 64, generator=g), pool=pool, seed=s) for s in range(6)]
-    r = torch.cat(draws); N = pool or n; base = random_baseline(N); m = metrics_from_ranks(r)
+    g = torch.Generator().manual_seed(3)
+    n = 2000
+    draws = [retrieval_ranks(torch.randn(n, 64, generator=g), torch.randn(n, 64, generator=g), pool=pool,
+                             seed=s) for s in range(6)]
+    r = torch.cat(draws)
+    N = pool or n
+    base = random_baseline(N)
+    m = metrics_from_ranks(r)
     for k in (1, 5, 10):
-        p = base[f'R@{k}']; assert abs(m[f'R@{k}'] - p) < 5 * math.sqrt(p * (1 - p) / len(r)) + 1e-12, (k, m, base)
+        p = base[f'R@{k}']
+        assert abs(m[f'R@{k}'] - p) < 5 * math.sqrt(p * (1 - p) / len(r)) + 1e-12, (k, m, base)
     assert abs(m['MRR'] - base['MRR']) < 5 * (1 / r.double()).std().item() / math.sqrt(len(r))
     # ranks are uniform on 1..N
     assert r.min() >= 1 and r.max() <= N
@@ -78,7 +89,8 @@ def test_token_sets_are_mean_pooled():
 
 
 def test_template_sharing_planted_and_chance():
-    g = torch.Generator().manual_seed(4); lab = np.arange(400) % 4
+    g = torch.Generator().manual_seed(4)
+    lab = np.arange(400) % 4
     tg = torch.randn(4, 16, generator=g)[lab] * 3 + torch.randn(400, 16, generator=g)
     ts = template_sharing(tg[(np.arange(400) + 4) % 400], tg, lab, k=3)              # a same-label neighbour's future
     assert ts['rate'] > 0.95 and math.isclose(ts['chance'], 99 / 399)
@@ -125,7 +137,8 @@ def test_zeroed_video_with_text_cannot_pass_the_probe():
 
 
 def test_condition_tests_on_planted_data():
-    g = torch.Generator().manual_seed(6); fut = torch.randn(150, 16, generator=g)
+    g = torch.Generator().manual_seed(6)
+    fut = torch.randn(150, 16, generator=g)
     assert future_vs_random(fut + 0.5 * torch.randn(150, 16, generator=g), fut)['p'] < 0.01
     assert future_vs_random(torch.randn(150, 16, generator=g), fut)['p'] > 0.01
     assert retrieval_vs_random(torch.ones(150, dtype=torch.long), 100)['p'] < 0.01
