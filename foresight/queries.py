@@ -5,22 +5,22 @@
 # %% auto #0
 __all__ = ['CHAT_TURN', 'ContextMemo', 'FuturePredictionQueries', 'INTEGRATIONS', 'LOSSES', 'POOLS', 'QFORMER_WIDTH',
            'QFormerLayer', 'QueryData', 'SPLITS', 'Sequences', 'TrainConfig', 'WarmupCosine', 'action_classes',
-           'action_insensitivity', 'batch_indices', 'build_sequences', 'checkpoints', 'clip_frames',
-           'collapse_diagnostics', 'context_clips', 'cosine_per_example', 'dist_info', 'effective_lr',
+           'action_insensitivity', 'batch_indices', 'build_sequences', 'check_target_layer', 'checkpoints',
+           'clip_frames', 'collapse_diagnostics', 'context_clips', 'cosine_per_example', 'dist_info', 'effective_lr',
            'embed_sequences', 'encode_context', 'evaluate_queries', 'frame_clips', 'freeze', 'gradient_report',
            'load_checkpoint', 'load_clips', 'load_queries', 'load_state', 'pool_latents', 'predict', 'predict_futures',
            'prediction_agreement', 'prefix_attention_mask', 'query_data', 'query_loss', 'save_checkpoint',
            'save_queries', 'save_state', 'spec_layer', 'split_future', 'swap_action_texts', 'target_layer', 'text_ids',
            'train_queries', 'trainable_parameters', 'variance_ratio', 'video_prompt_ids']
 
-# %% ../nbs/lib/queries.ipynb #074266cb
+# %% ../nbs/lib/queries.ipynb #45d7db75
 from .query_data import *   # noqa: F403
 from .query_model import *   # noqa: F403
 from .query_training import *   # noqa: F403
 
 _all_ = ['CHAT_TURN', 'ContextMemo', 'FuturePredictionQueries', 'INTEGRATIONS', 'LOSSES', 'POOLS', 'QFORMER_WIDTH',
          'QFormerLayer', 'QueryData', 'SPLITS', 'Sequences', 'TrainConfig', 'WarmupCosine', 'action_classes',
-         'action_insensitivity', 'batch_indices', 'build_sequences', 'checkpoints', 'clip_frames',
+         'action_insensitivity', 'batch_indices', 'build_sequences', 'check_target_layer', 'checkpoints', 'clip_frames',
          'collapse_diagnostics', 'context_clips', 'cosine_per_example', 'dist_info', 'effective_lr',
          'embed_sequences', 'encode_context', 'evaluate_queries', 'frame_clips', 'freeze', 'gradient_report',
          'load_checkpoint', 'load_clips', 'load_queries', 'load_state', 'pool_latents', 'predict',
