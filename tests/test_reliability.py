@@ -340,7 +340,8 @@ if task == 'train':
         p = sq(q, path)
         if Path(path).parent.name == '.step-0000004.tmp': hold('ckpt4-half')   # weights written, optimiser state not yet
         return p
-    Q.save_queries = save_queries
+    import foresight.query_training as QT   # save_checkpoint calls the training module's save_queries
+    QT.save_queries = save_queries
     torch.manual_seed(0); q = Q.FuturePredictionQueries.for_model(model, 96, integration='suffix')
     r = Q.train_queries(q, model, tr, None, Q.TrainConfig(steps=6, batch_size=3, eval_every=2, eval_train=0, ckpt_dir=str(out), progress=False))
     (out/'result.json').write_text(json.dumps(dict(resumed_from=r['resumed_from'], history=r['history'])))
