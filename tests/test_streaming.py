@@ -8,7 +8,8 @@ from foresight.extraction import cache_latents, cache_key
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLIPS, GRID, D = 4000, 32, 96          # contexts (1, 32, 32, 96) float32: 384 KiB each, 1.5 GiB in all
-CAP_MB = 512                             # what streaming may add to the peak RSS (a batch, two mapped shards, the graph)
+# what streaming may add to the peak RSS (a batch, two mapped shards, the graph)
+CAP_MB = 512
 
 def synthetic_clips(n=N_CLIPS):
     "Clips of 3 tiny frames (2 of context, 1 future): only their ids and size matter, their latents are cached already."
@@ -20,9 +21,11 @@ def write_synthetic_cache(cache_dir, clips, seed=0):
     offsets=(1,), cache_dir=cache_dir)` looks for them. Returns the bytes of the context cache."""
     kw = dict(resolution=28, ctx=2, offs='1')
     g = torch.Generator().manual_seed(seed)
-    ctx = cache_latents(clips, lambda c: torch.randn(1, GRID, GRID, D, generator=g), Path(cache_dir)/cache_key('synthetic', 'context_post_merge', **kw),
+    ctx = cache_latents(clips, lambda c: torch.randn(1, GRID, GRID, D, generator=g),
+                        Path(cache_dir)/cache_key('synthetic', 'context_post_merge', **kw),
                         progress=False)
-    cache_latents(clips, lambda c: torch.randn(2, 1, 1, D, generator=g), Path(cache_dir)/cache_key('synthetic', 'frames_post_merge', None, **kw),
+    cache_latents(clips, lambda c: torch.randn(2, 1, 1, D, generator=g),
+                  Path(cache_dir)/cache_key('synthetic', 'frames_post_merge', None, **kw),
                   progress=False)
     return sum(p.stat().st_size for p in ctx.root.glob('shard-*'))
 
@@ -38,23 +41,29 @@ torch.manual_seed(0)
 q = FuturePredictionQueries.for_model(model, 96, n_out=1, integration='cross_attention')
 clips = synthetic_clips()
 gc.collect()
-base = int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1])   # KiB: after imports and the model
-d = query_data(model, processor, clips, offsets=(1,), texts='', context=2, cache_dir=sys.argv[1], model_name='synthetic',
-               stream=sys.argv[2] == 'stream')
-r = train_queries(q, model, d, None, TrainConfig(steps=4, batch_size=2, eval_every=4, eval_train=2, progress=False, memo_bytes=0))
+# KiB: after imports and the model
+base = int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1])
+d = query_data(model, processor, clips, offsets=(1,), texts='', context=2, cache_dir=sys.argv[1],
+               model_name='synthetic', stream=sys.argv[2] == 'stream')
+cfg = TrainConfig(steps=4, batch_size=2, eval_every=4, eval_train=2, progress=False, memo_bytes=0)
+r = train_queries(q, model, d, None, cfg)
 total = 0.0   # then every context once, batch by batch, as an epoch of training reads them (4 steps touch too few)
-for i in range(0, len(d), 64): total += sum(float(x.double().sum()) for x in d.subset(range(i, min(i + 64, len(d)))).context)
+for i in range(0, len(d), 64):
+    total += sum(float(x.double().sum()) for x in d.subset(range(i, min(i + 64, len(d)))).context)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
 json.dump(dict(base_mb=base / 1024, peak_mb=peak / 1024, extra_mb=(peak - base) / 1024, streamed=d.streamed,
                loss=r['history'][-1]['train_loss'], total=total), open(sys.argv[3], 'w'))
 '''
 
 def _extra_rss(tmp_path, cache, how):
-    "The child's peak-RSS growth (MiB) from building the examples and training, with contexts `how` ('stream' or 'memory')."
+    """The child's peak-RSS growth (MiB) from building the examples and training, with contexts `how` ('stream' or
+    'memory')."""
     (tmp_path/'child.py').write_text(CHILD)
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
     out = tmp_path/f'{how}.json'
-    p = subprocess.run([sys.executable, str(tmp_path/'child.py'), str(cache), how, str(out), str(Path(__file__).parent)],
+    p = subprocess.run([sys.executable, str(tmp_path/'child.py'), str(cache), how, str(out),
+                        str(Path(__file__).parent)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(out.read_text())
@@ -68,7 +77,8 @@ def test_streaming_stays_under_a_memory_cap_the_cache_exceeds(tmp_path):
     assert size > 2.5 * CAP_MB * 2**20, size                  # the cache is three times the cap
     st = _extra_rss(tmp_path, tmp_path/'cache', 'stream')
     mem = _extra_rss(tmp_path, tmp_path/'cache', 'memory')
-    print(f"cache {size / 2**20:.0f} MiB; extra peak RSS: streamed {st['extra_mb']:.0f} MiB, in memory {mem['extra_mb']:.0f} MiB "
+    print(f"cache {size / 2**20:.0f} MiB; extra peak RSS: streamed {st['extra_mb']:.0f} MiB, in memory "
+          f"{mem['extra_mb']:.0f} MiB "
           f"(base {st['base_mb']:.0f} / {mem['base_mb']:.0f} MiB)")
     assert st['streamed'] and not mem['streamed']
     assert st['extra_mb'] < CAP_MB, (st, mem)
