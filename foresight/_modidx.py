@@ -1007,4 +1007,7 @@ d = { 'settings': { 'branch': 'main',
                                'foresight.viz.silhouette_per_label': ('e1_1_latent_viz.html#silhouette_per_label', 'foresight/viz.py'),
                                'foresight.viz.spatial_similarity': ('e1_1_latent_viz.html#spatial_similarity', 'foresight/viz.py'),
                                'foresight.viz.subsample': ('e1_1_latent_viz.html#subsample', 'foresight/viz.py'),
-                               'foresight.viz.token_table': ('e1_1_latent_viz.html#token_table', 'foresight/viz.py')}}}
+                               'foresight.viz.summary_figure': ('e1_1_latent_viz.html#summary_figure', 'foresight/viz.py'),
+                               'foresight.viz.token_table': ('e1_1_latent_viz.html#token_table', 'foresight/viz.py'),
+                               'foresight.viz.view_name': ('e1_1_latent_viz.html#view_name', 'foresight/viz.py'),
+                               'foresight.viz.views_figure': ('e1_1_latent_viz.html#views_figure', 'foresight/viz.py')}}}

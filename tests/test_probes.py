@@ -2,8 +2,8 @@
 import math, tempfile
 import numpy as np, pytest, torch, torch.nn.functional as F
 from foresight.probes import (image_to_patches, patches_to_image, upsampling_matrix, make_probe, ridge_fit, fit_probe,
-                              planted_token_data, planted_global_data, heldout_r2, split_by_group, parse_layer, lpips_band,
-                              image_latents, default_probe_images, train_and_evaluate, vision_geometry, token_table)
+                              planted_token_data, planted_global_data, heldout_r2, split_by_group, layer_name, lpips_band,
+                              image_grids, default_probe_images, train_and_evaluate, vision_geometry, token_table)
 from foresight.merge import region_masks, region_errors, merge_decision, fold_by_period, error_maps
 
 
@@ -77,20 +77,24 @@ def test_split_keeps_groups_apart_and_strata_balanced():
 
 
 def test_layer_parsing_and_bands():
-    assert parse_layer(24) == ('block', 24) and parse_layer('pre_merge') == ('pre_merge', None)
-    with pytest.raises(ValueError, match='pre_merge'): parse_layer('top')
+    assert layer_name(24) == 'vision block 24' and layer_name('llm:-1') == 'LLM layer -1'
+    with pytest.raises(ValueError, match='pre_merge'): layer_name('top')
     assert lpips_band(0.49).startswith('information accessible') and lpips_band(0.71).startswith('entangled')
     t = token_table(vision_geometry('random:7b'), (448,))[0]
     assert (t['pre_merge_tokens'], t['pre_merge_width'], t['post_merge_tokens'], t['post_merge_width']) == (1024, 1280, 256, 3584)
 
 
-def test_latents_cached_and_probe_runs_on_tiny():
+def test_latents_cached_and_probe_runs_on_tiny(monkeypatch):
+    from foresight.models import load_vlm
+    import foresight.extraction as fx
     clips = default_probe_images(10, size=56)
+    model, processor = load_vlm('tiny', device='cpu')
     with tempfile.TemporaryDirectory() as t:
-        z, info = image_latents(clips, 24, 'tiny', t)
-        assert z.shape == (10, 4, 4, 64) and not info['reused']
-        z2, info2 = image_latents(clips, 24, 'tiny', t)
-        assert info2['reused'] and torch.equal(z, z2)
+        z = image_grids(fx.latents(model, processor, clips, 24, t), clips)
+        assert z.shape == (10, 4, 4, 64)
+        monkeypatch.setattr(fx, '_vision_batch', lambda *a, **k: pytest.fail('the VLM ran although the cache was complete'))
+        z2 = image_grids(fx.latents(model, processor, clips, 24, t), clips)
+        assert torch.equal(z, z2)
     x = torch.cat([torch.from_numpy(c.frames).permute(0, 3, 1, 2).float() / 255 for c in clips])
     r = train_and_evaluate(z, x, np.arange(8), np.arange(8, 10), epochs=1, batch_size=4, lpips_weight=0.1)
     assert set(r['metrics']) == {'psnr', 'ssim', 'lpips'} and len(r['metrics']['lpips']) == 2
