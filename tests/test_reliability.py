@@ -830,7 +830,7 @@ def test_foresight_run_and_sweep_check_names_and_values_before_anything_starts(t
     started = []
     monkeypatch.setattr(pm, 'execute_notebook', lambda *a, **k: started.append(a) or (_ for _ in ()).throw(AssertionError('a kernel started')))
     t0 = time.time(); bad_input()
-    with pytest.raises(cli.CLIError, match=r'layer=99 is not allowed: the vision tower of tiny has blocks 0\.\.31'):
+    with pytest.raises(cli.CLIError, match=r"layer='?99'? is not allowed: .*blocks 0\.\.31"):
         cli.run_experiment('e1_2', dict(layer=99))
     assert time.time() - t0 < 30
     for args in (['sweep', 'e1_2', '-g', 'lyr=1,2'], ['sweep', 'e1_2', '-g', 'layer=1,99'], ['run', 'e1_2', '-p', 'lyr', '3']):
