@@ -11,7 +11,7 @@ __all__ = ['MERGE_GAP_OK', 'MERGE_GAP_MUST', 'merge_decision', 'error_maps', 'fo
 
 # %% ../nbs/03_e1_3_merge.ipynb #d0304867
 import math
-import numpy as np, torch, torch.nn.functional as F
+import numpy as np, torch
 
 MERGE_GAP_OK, MERGE_GAP_MUST = 0.1, 0.2   # the plan's thresholds for E1.3
 
@@ -26,7 +26,8 @@ def merge_decision(gap: float) -> tuple:
 # %% ../nbs/03_e1_3_merge.ipynb #fc4d2daa
 def error_maps(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     "Per-image, per-pixel squared error `(B, H, W)` of reconstructions `y` against images `x` (mean over channels)."
-    if y.shape != x.shape: raise ValueError(f"error_maps: reconstructions {tuple(y.shape)} and images {tuple(x.shape)} differ in shape")
+    if y.shape != x.shape:
+        raise ValueError(f"error_maps: reconstructions {tuple(y.shape)} and images {tuple(x.shape)} differ in shape")
     return (y - x).pow(2).mean(1)
 
 def fold_by_period(m: torch.Tensor, period: int) -> torch.Tensor:
@@ -45,7 +46,8 @@ def region_masks(masks, width: int = 2) -> dict:
     if masks.ndim == 2: masks = masks[None]
     if masks.ndim != 3: raise ValueError(f"region_masks: expected object masks (k, H, W), got shape {masks.shape}")
     st = np.ones((3, 3), bool)
-    dil = np.zeros(masks.shape[1:], bool); ero = np.zeros_like(dil)
+    dil = np.zeros(masks.shape[1:], bool)
+    ero = np.zeros_like(dil)
     for m in masks:
         if not m.any(): continue
         dil |= ndimage.binary_dilation(m, st, iterations=width)
@@ -53,11 +55,15 @@ def region_masks(masks, width: int = 2) -> dict:
     return dict(boundary=dil & ~ero, interior=ero, background=~dil)
 
 def region_errors(err: torch.Tensor, masks_list, width: int = 2) -> list:
-    "For each image's error map `(H, W)` and object masks (or None): `{region: mean error}` (NaN where a region is empty or masks are missing)."
+    """For each image's error map `(H, W)` and object masks (or None): `{region: mean error}` (NaN where a region is
+    empty or masks are missing)."""
     out = []
     for e, masks in zip(err, masks_list):
-        if masks is None: out.append(dict(boundary=math.nan, interior=math.nan, background=math.nan)); continue
-        r = region_masks(masks, width); e = e.detach().cpu().numpy()
+        if masks is None:
+            out.append(dict(boundary=math.nan, interior=math.nan, background=math.nan))
+            continue
+        r = region_masks(masks, width)
+        e = e.detach().cpu().numpy()
         out.append({k: float(e[v].mean()) if v.any() else math.nan for k, v in r.items()})
     return out
 
@@ -65,27 +71,39 @@ def region_errors(err: torch.Tensor, masks_list, width: int = 2) -> list:
 def heatmap_figure(maps: dict, title: str = ''):
     "Mean per-pixel error maps side by side (shared colour scale), and their difference (last two)."
     import matplotlib.pyplot as plt
-    names = list(maps); a = [maps[n].cpu().numpy() for n in names]
+    names = list(maps)
+    a = [maps[n].cpu().numpy() for n in names]
     vmax = max(float(m.max()) for m in a)
     fig, ax = plt.subplots(1, len(a) + 1, figsize=(3.3 * (len(a) + 1), 3.1))
     for i, (n, m) in enumerate(zip(names, a)):
-        im = ax[i].imshow(m, cmap='magma', vmin=0, vmax=vmax); ax[i].set_title(n, fontsize=9)
+        im = ax[i].imshow(m, cmap='magma', vmin=0, vmax=vmax)
+        ax[i].set_title(n, fontsize=9)
     fig.colorbar(im, ax=ax[len(a) - 1], fraction=0.046)
-    d = a[-1] - a[0]; lim = float(np.abs(d).max()) or 1.0
-    im = ax[-1].imshow(d, cmap='RdBu_r', vmin=-lim, vmax=lim); ax[-1].set_title(f'{names[-1]} − {names[0]}', fontsize=9)
+    d = a[-1] - a[0]
+    lim = float(np.abs(d).max()) or 1.0
+    im = ax[-1].imshow(d, cmap='RdBu_r', vmin=-lim, vmax=lim)
+    ax[-1].set_title(f'{names[-1]} − {names[0]}', fontsize=9)
     fig.colorbar(im, ax=ax[-1], fraction=0.046)
-    for x_ in ax: x_.set_xticks([]); x_.set_yticks([])
-    fig.suptitle(title, fontsize=9); fig.tight_layout(); return fig
+    for x_ in ax:
+        x_.set_xticks([])
+        x_.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 def comparison_grid(x, recons: dict, titles=None, n: int = 6):
     "Originals and each named set of reconstructions, one row each, for up to `n` images."
     import matplotlib.pyplot as plt
-    n = min(n, len(x)); rows = [('original', x)] + list(recons.items())
+    n = min(n, len(x))
+    rows = [('original', x)] + list(recons.items())
     fig, ax = plt.subplots(len(rows), n, figsize=(1.8 * n, 1.9 * len(rows)), squeeze=False)
     for r, (name, imgs) in enumerate(rows):
         for i in range(n):
-            ax[r, i].imshow(imgs[i].permute(1, 2, 0).cpu().numpy().clip(0, 1)); ax[r, i].set_xticks([]); ax[r, i].set_yticks([])
+            ax[r, i].imshow(imgs[i].permute(1, 2, 0).cpu().numpy().clip(0, 1))
+            ax[r, i].set_xticks([])
+            ax[r, i].set_yticks([])
         ax[r, 0].set_ylabel(name, fontsize=8)
     if titles is not None:
         for i in range(n): ax[0, i].set_title(str(titles[i])[:18], fontsize=7)
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig

@@ -15,7 +15,7 @@ __all__ = ['LPIPS_ACCESSIBLE', 'LPIPS_LOST', 'default_probe_images', 'probe_imag
            'learning_curves']
 
 # %% ../nbs/02_e1_2_probe.ipynb #98d6113e
-import math, time, json, hashlib, functools, warnings
+import math, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from .data import Clip, VideoError, shipped_images, shipped_clips, positioned_objects, folder_refs
@@ -29,20 +29,38 @@ def default_probe_images(n: int = 40, size: int = 112, seed: int = 0) -> list:
     (spread over each clip), the rest positioned-object scenes with 1–3 shapes and their masks."""
     rng = np.random.default_rng(seed)
     photos = shipped_images(size)
-    n_photo = min(len(photos), round(0.4 * n)); n_video = round(0.2 * n); n_syn = n - n_photo - n_video
+    n_photo = min(len(photos), round(0.4 * n))
+    n_video = round(0.2 * n)
+    n_syn = n - n_photo - n_video
     out = [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='photo', group=c.group), group=c.group)
            for c in (photos[i] for i in sorted(rng.permutation(len(photos))[:n_photo]))]
     if n_video:
-        clips = shipped_clips(frames=24, size=size); per = math.ceil(n_video / len(clips)); frames = []
+        clips = shipped_clips(frames=24, size=size)
+        per = math.ceil(n_video / len(clips))
+        frames = []
         for c in clips:
             for t in np.linspace(0, len(c.frames) - 1, per).round().astype(int):
-                frames.append(Clip(f'{c.id}-f{t:03d}', c.frames[t:t + 1], 1.0, c.label, meta=dict(source='video', group=c.group, video=c.id),
-                                   group=c.group))     # the group is the footage: the carphone twins share one
+                frames.append(
+                    Clip(
+                        f'{c.id}-f{t:03d}',
+                        c.frames[t : t + 1],
+                        1.0,
+                        c.label,
+                        meta=dict(source='video', group=c.group, video=c.id),
+                        group=c.group,
+                    )
+                )  # the group is the footage: the carphone twins share one
         out += [frames[i] for i in sorted(rng.permutation(len(frames))[:n_video])]
     for k in (1, 2, 3):
         m = n_syn // 3 + (k <= n_syn % 3)
-        out += [Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='synthetic', group=c.group), group=c.group)
-                for c in positioned_objects(m, objects=k, size=size, seed=seed, max_size=0.3 if k < 3 else 0.22)] if m else []
+        out += (
+            [
+                Clip(c.id, c.frames, 1.0, c.label, meta=dict(c.meta, source='synthetic', group=c.group), group=c.group)
+                for c in positioned_objects(m, objects=k, size=size, seed=seed, max_size=0.3 if k < 3 else 0.22)
+            ]
+            if m
+            else []
+        )
     return out
 
 def probe_images(dataset: str = 'default', n: int = 40, size: int = 112, seed: int = 0, on_skip=None) -> list:
@@ -58,8 +76,10 @@ def probe_images(dataset: str = 'default', n: int = 40, size: int = 112, seed: i
         try: c = r.load(max_frames=1, size=size)
         except VideoError as e:
             if on_skip is None: raise
-            on_skip(r.id, str(e)); continue
-        out.append(Clip(c.id, c.frames[:1], 1.0, c.label, meta=dict(c.meta, source='folder', group=c.group), group=c.group))
+            on_skip(r.id, str(e))
+            continue
+        meta = dict(c.meta, source='folder', group=c.group)
+        out.append(Clip(c.id, c.frames[:1], 1.0, c.label, meta=meta, group=c.group))
     if len(out) < 5: raise VideoError(f"{dataset}: only {len(out)} usable images; the probes need at least 5")
     return out
 
@@ -67,17 +87,24 @@ def probe_images(dataset: str = 'default', n: int = 40, size: int = 112, seed: i
 def split_by_group(groups, strata=None, test_frac: float = 0.2, seed: int = 0) -> tuple:
     """`(train_idx, test_idx)` index arrays: whole groups go to one side; within each stratum about
     `test_frac` of the items (at least one group when the stratum has two or more) are held out."""
-    groups = np.asarray(groups); strata = np.asarray(strata if strata is not None else ['all'] * len(groups))
-    rng = np.random.default_rng(seed); test = []
+    groups = np.asarray(groups)
+    strata = np.asarray(strata if strata is not None else ['all'] * len(groups))
+    rng = np.random.default_rng(seed)
+    test = []
     for s in sorted(set(strata)):
-        gs = sorted(set(groups[strata == s])); rng.shuffle(gs)
+        gs = sorted(set(groups[strata == s]))
+        rng.shuffle(gs)
         n_s, taken = int((strata == s).sum()), 0
         want = max(1, round(test_frac * n_s)) if len(gs) > 1 else 0
         for g in gs:
             if taken >= want: break
-            idx = np.flatnonzero((groups == g) & (strata == s)); test += idx.tolist(); taken += len(idx)
-    test = np.array(sorted(test), dtype=int); train = np.setdiff1d(np.arange(len(groups)), test)
-    if not len(test) or not len(train): raise ValueError(f"cannot split {len(groups)} items in {len(set(groups))} group(s) 80/20: use more images")
+            idx = np.flatnonzero((groups == g) & (strata == s))
+            test += idx.tolist()
+            taken += len(idx)
+    test = np.array(sorted(test), dtype=int)
+    train = np.setdiff1d(np.arange(len(groups)), test)
+    if not len(test) or not len(train):
+        raise ValueError(f"cannot split {len(groups)} items in {len(set(groups))} group(s) 80/20: use more images")
     return train, test
 
 # %% ../nbs/02_e1_2_probe.ipynb #04c50d33
@@ -95,23 +122,39 @@ def vision_geometry(vlm: str = 'tiny') -> dict:
     else:
         from transformers import AutoConfig
         try: cfg = AutoConfig.from_pretrained(vlm)
-        except (OSError, ValueError) as e: raise ModelUnavailable(f"could not read the config of {vlm!r} (offline and not cached?): {e}") from e
+        except (OSError, ValueError) as e:
+            raise ModelUnavailable(f"could not read the config of {vlm!r} (offline and not cached?): {e}") from e
     v = cfg.vision_config
-    return dict(patch=v.patch_size, merge=v.spatial_merge_size, depth=v.depth, width_pre=v.hidden_size, width_post=v.out_hidden_size)
+    return dict(
+        patch=v.patch_size, merge=v.spatial_merge_size, depth=v.depth,
+        width_pre=v.hidden_size, width_post=v.out_hidden_size
+    )
 
 def token_table(geometry: dict, resolutions=(112, 224, 448)) -> list:
     "Tokens per image and their widths at each square resolution, from `vision_geometry`."
     p, m = geometry['patch'], geometry['merge']
-    return [dict(resolution=f'{r}x{r}', pre_merge_tokens=(r // p) ** 2, pre_merge_width=geometry['width_pre'], px_per_pre_token=f'{p}x{p}x3 = {3 * p * p}',
-                 post_merge_tokens=(r // (p * m)) ** 2, post_merge_width=geometry['width_post'], px_per_post_token=f'{p * m}x{p * m}x3 = {3 * (p * m) ** 2}')
-            for r in resolutions]
+    return [
+        dict(
+            resolution=f'{r}x{r}',
+            pre_merge_tokens=(r // p) ** 2,
+            pre_merge_width=geometry['width_pre'],
+            px_per_pre_token=f'{p}x{p}x3 = {3 * p * p}',
+            post_merge_tokens=(r // (p * m)) ** 2,
+            post_merge_width=geometry['width_post'],
+            px_per_post_token=f'{p * m}x{p * m}x3 = {3 * (p * m) ** 2}',
+        )
+        for r in resolutions
+    ]
 
 # %% ../nbs/02_e1_2_probe.ipynb #c2615b79
 def image_grids(cache, clips) -> torch.Tensor:
-    "The `(N, h, w, C)` float32 latents of single-image `clips` from their `LatentCache` (`extraction.latents`), in order."
+    """The `(N, h, w, C)` float32 latents of single-image `clips` from their `LatentCache` (`extraction.latents`), in
+    order."""
     z = cache.stack([c.id for c in clips])
     if z.shape[1] != 1:
-        raise ValueError(f"expected single images (one temporal patch), got {z.shape[1]} temporal patches: pass clips of one frame")
+        raise ValueError(
+            f"expected single images (one temporal patch), got {z.shape[1]} temporal patches: pass clips of one frame"
+        )
     return z[:, 0]
 
 # %% ../nbs/02_e1_2_probe.ipynb #1e51c119
@@ -127,19 +170,24 @@ def patches_to_image(y: torch.Tensor, p: int, C: int = 3) -> torch.Tensor:
     return y.reshape(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5).reshape(B, C, h * p, w * p)
 
 def upsampling_matrix(n_out: int, n_in: int) -> torch.Tensor:
-    "The `(n_out, n_in)` matrix of 1-D linear upsampling as `F.interpolate(mode='bilinear', align_corners=False)` does it per axis."
-    return F.interpolate(torch.eye(n_in, dtype=torch.float64)[:, None], size=n_out, mode='linear', align_corners=False)[:, 0].T
+    """The `(n_out, n_in)` matrix of 1-D linear upsampling as `F.interpolate(mode='bilinear', align_corners=False)` does
+    it per axis."""
+    return F.interpolate(torch.eye(n_in, dtype=torch.float64)[:, None], size=n_out, mode='linear', align_corners=False)[
+        :, 0
+    ].T
 
 # %% ../nbs/02_e1_2_probe.ipynb #bc434beb
 class TokenProbe(nn.Module):
     "Per-token linear probe: every token (width `d`) → its own `patch`×`patch`×3 pixels, one affine map for all tokens."
     kind = 'per_token'
     def __init__(self, d: int, patch: int, mean=None, std=None):
-        super().__init__(); self.patch = patch
+        super().__init__()
+        self.patch = patch
         self.register_buffer('mean', torch.zeros(d) if mean is None else mean.detach().clone().float())
         self.register_buffer('std', torch.ones(d) if std is None else std.detach().clone().float())
         self.head = nn.Linear(d, 3 * patch * patch)
-        nn.init.zeros_(self.head.weight); nn.init.constant_(self.head.bias, 0.5)    # starts at flat grey
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, 0.5)    # starts at flat grey
     def features(self, z): return ((z - self.mean) / self.std).reshape(-1, z.shape[-1])
     def targets(self, x): return image_to_patches(x, self.patch).reshape(-1, 3 * self.patch ** 2)
     def render(self, out, z): return patches_to_image(out.reshape(*z.shape[:3], -1), self.patch)
@@ -150,45 +198,62 @@ class GlobalProbe(nn.Module):
     `out_size`² (upsampled to `image_size`), through a reduced-rank map: `down` (all tokens → `rank`
     dims) then `head` (→ pixels). `rank=0`: a full-rank map (small grids only)."""
     kind = 'global'
-    def __init__(self, grid: tuple, d: int, image_size: tuple, out_size: int = 32, rank: int = 16, mean=None, std=None, seed: int = 0):
-        super().__init__(); self.grid, self.image_size, self.out_size, self.rank = tuple(grid), tuple(image_size), out_size, rank
+    def __init__(
+        self, grid: tuple, d: int, image_size: tuple, out_size: int = 32, rank: int = 16,
+        mean=None, std=None, seed: int = 0
+    ):
+        super().__init__()
+        self.grid, self.image_size, self.out_size, self.rank = tuple(grid), tuple(image_size), out_size, rank
         self.register_buffer('mean', torch.zeros(d) if mean is None else mean.detach().clone().float())
         self.register_buffer('std', torch.ones(d) if std is None else std.detach().clone().float())
         n_in, n_out = grid[0] * grid[1] * d, 3 * out_size * out_size
         if not rank and n_in * n_out > 2e8:
-            raise ValueError(f"a full-rank global probe from {n_in:,} inputs to {n_out:,} pixels needs {n_in * n_out:,} weights: "
-                             f"give it a rank (global_rank=16) or a smaller global_size")
+            raise ValueError(
+                f"a full-rank global probe from {n_in:,} inputs to {n_out:,} pixels needs {n_in * n_out:,} weights: "
+                f"give it a rank (global_rank=16) or a smaller global_size"
+            )
         torch.manual_seed(seed)
         self.down = nn.Linear(n_in, rank, bias=False) if rank else nn.Identity()
         self.head = nn.Linear(rank or n_in, n_out)
-        nn.init.zeros_(self.head.weight); nn.init.constant_(self.head.bias, 0.5)
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, 0.5)
     def features(self, z):
-        if tuple(z.shape[1:3]) != self.grid: raise ValueError(f"GlobalProbe was built for a {self.grid} token grid, got {tuple(z.shape[1:3])}")
+        if tuple(z.shape[1:3]) != self.grid:
+            raise ValueError(f"GlobalProbe was built for a {self.grid} token grid, got {tuple(z.shape[1:3])}")
         return ((z - self.mean) / self.std).flatten(1)
     def targets(self, x):
         "The low-resolution image whose bilinear upsampling is closest to `x` (least squares), so a fit to it fits `x`."
         H, W = self.image_size
-        ph, pw = (torch.linalg.pinv(upsampling_matrix(n, self.out_size).to(x.device, torch.float64)).to(x.dtype) for n in (H, W))
+        ph, pw = (
+            torch.linalg.pinv(upsampling_matrix(n, self.out_size).to(x.device, torch.float64)).to(x.dtype)
+            for n in (H, W)
+        )
         return (ph @ x @ pw.T).flatten(1)
     def render(self, out, z):
-        return F.interpolate(out.reshape(len(out), 3, self.out_size, self.out_size), size=self.image_size, mode='bilinear', align_corners=False)
+        return F.interpolate(
+            out.reshape(len(out), 3, self.out_size, self.out_size),
+            size=self.image_size, mode='bilinear', align_corners=False
+        )
     def forward(self, z): return self.render(self.head(self.down(self.features(z))), z)
 
 # %% ../nbs/02_e1_2_probe.ipynb #8ca9a40c
 def _check_reader(z):
     if not all(hasattr(z, a) for a in ('stack', 'ids', 'cache')):
-        raise TypeError(f"latents must be a tensor or a CachedLatents (LatentCache(root).reader(ids)), got {type(z).__name__}")
+        raise TypeError(f"latents must be a tensor or a CachedLatents (LatentCache(root).reader(ids)), got "
+                        f"{type(z).__name__}")
 
 def latent_rows(z, idx) -> torch.Tensor:
     """The latents at positions `idx` (a slice, a list or an index tensor) of a tensor `z` (indexed, on its device),
     or read from a `CachedLatents` (those items only) as float32 on the CPU."""
-    if isinstance(z, torch.Tensor): return z[idx] if isinstance(idx, slice) else z[torch.as_tensor(idx, device=z.device)]
+    if isinstance(z, torch.Tensor):
+        return z[idx] if isinstance(idx, slice) else z[torch.as_tensor(idx, device=z.device)]
     _check_reader(z)
     idx = range(len(z))[idx] if isinstance(idx, slice) else torch.as_tensor(idx).tolist()
     return z.stack(list(idx)).float()
 
 def latent_subset(z, idx, device=None):
-    "The items of `z` at positions `idx`: a tensor indexed (and moved to `device`), or a `CachedLatents` of those ids (nothing read yet)."
+    """The items of `z` at positions `idx`: a tensor indexed (and moved to `device`), or a `CachedLatents` of those ids
+    (nothing read yet)."""
     if isinstance(z, torch.Tensor): return latent_rows(z, idx).to(device or z.device)
     _check_reader(z)
     return type(z)(z.cache, [z.ids[i] for i in torch.as_tensor(idx).tolist()], z.max_open)
@@ -225,9 +290,11 @@ def make_probe(kind: str, z_train: torch.Tensor, image_size, patch: int | None =
     if kind == 'per_token':
         p = patch or image_size[0] // shape[1]
         if (shape[1] * p, shape[2] * p) != tuple(image_size):
-            raise ValueError(f"a {tuple(shape[1:3])} token grid with {p}-px patches does not tile {tuple(image_size)} images")
+            raise ValueError(f"a {tuple(shape[1:3])} token grid with {p}-px patches does not tile {tuple(image_size)} "
+                             f"images")
         return TokenProbe(shape[-1], p, mean, std)
-    if kind == 'global': return GlobalProbe(shape[1:3], shape[-1], tuple(image_size), global_size, global_rank, mean, std, seed)
+    if kind == 'global':
+        return GlobalProbe(shape[1:3], shape[-1], tuple(image_size), global_size, global_rank, mean, std, seed)
     raise ValueError(f"probe kind {kind!r}: use 'per_token' or 'global'")
 
 # %% ../nbs/02_e1_2_probe.ipynb #af1940ab
@@ -238,7 +305,8 @@ def _chunks(idx, n, batch_size):
     return [slice(i, i + batch_size) for i in range(0, n, batch_size)] if idx is None else list(idx.split(batch_size))
 
 def _normal_sums(probe, z, x, batch_size=64, idx=None):
-    "Σ f fᵀ, Σ f, Σ t, Σ f tᵀ and the row count over all rows of `probe.features(z)` / `probe.targets(x)` (or items `idx`)."
+    """Σ f fᵀ, Σ f, Σ t, Σ f tᵀ and the row count over all rows of `probe.features(z)` / `probe.targets(x)` (or items
+    `idx`)."""
     S, dev = None, _probe_device(probe)
     with torch.no_grad():
         for b in _chunks(idx, len(z), batch_size):
@@ -250,7 +318,8 @@ def _normal_sums(probe, z, x, batch_size=64, idx=None):
 def _ridge_solve(S, lam):
     ff, f, t, ft, n = S
     mf, mt = f / n, t / n
-    C = ff / n - torch.outer(mf, mf); X = ft / n - torch.outer(mf, mt)
+    C = ff / n - torch.outer(mf, mf)
+    X = ft / n - torch.outer(mf, mt)
     reg = lam * C.diagonal().mean().clamp_min(1e-12)
     W = torch.linalg.solve(C + reg * torch.eye(len(C), dtype=C.dtype, device=C.device), X)
     return W, mt - mf @ W
@@ -264,7 +333,8 @@ def _gram(probe, z, idx, batch_size):
     G = torch.zeros(len(idx), len(idx), dtype=torch.float64, device=dev)
     starts = [0] + np.cumsum([len(b) for b in blocks]).tolist()
     for i, bi in enumerate(blocks):
-        fi = feats(bi); ri = slice(starts[i], starts[i + 1])
+        fi = feats(bi)
+        ri = slice(starts[i], starts[i + 1])
         fsum = fi.sum(0) if i == 0 else fsum + fi.sum(0)
         G[ri, ri] = fi @ fi.T
         for j in range(i + 1, len(blocks)):
@@ -275,13 +345,15 @@ def _gram(probe, z, idx, batch_size):
 
 def _centred(G, rows, cols):
     "`(F_rows − m) (F_cols − m)ᵀ` from the Gram matrix `G`, with `m` the mean feature over `cols`."
-    Gc = G[cols][:, cols]; r, s = Gc.mean(1), Gc.mean()
+    Gc = G[cols][:, cols]
+    r, s = Gc.mean(1), Gc.mean()
     return G[rows][:, cols] - G[rows][:, cols].mean(1, keepdim=True) - r[None, :] + s
 
 def _rrr_dual(K, Tc, lam, rank, p):
     """Reduced-rank ridge regression in the dual, from the centred kernel `K = F_c F_cᵀ` and centred targets: the ridge
     fit, its fitted values projected on their top `rank` principal directions `V (q, r)`. Returns `(A, V)` with the map
-    `f ↦ (f − m) F_cᵀ A Vᵀ + mean_t` (`rank=0`: `V = None` and no projection). λ is relative to the mean feature variance."""
+    `f ↦ (f − m) F_cᵀ A Vᵀ + mean_t` (`rank=0`: `V = None` and no projection). λ is relative to the mean feature
+    variance."""
     reg = lam * K.diagonal().sum().clamp_min(1e-12) / p        # = n · λ · mean feature variance, the primal's strength
     alpha = torch.linalg.solve(K + reg * torch.eye(len(K), dtype=K.dtype, device=K.device), Tc)
     if not rank: return alpha, None
@@ -291,11 +363,14 @@ def _rrr_dual(K, Tc, lam, rank, p):
 
 def _rrr_fit(probe, z, x, lams, va, tr, batch_size):
     """`ridge_fit` for the global probe: reduced-rank ridge in the dual (images ≪ h·w·d features), λ chosen on `va`.
-    Everything but the final weights comes from the Gram matrix of the images; the weights `U = F_cᵀ A` take one more pass."""
+    Everything but the final weights comes from the Gram matrix of the images; the weights `U = F_cᵀ A` take one more
+    pass."""
     dev = _probe_device(probe)
     all_idx = torch.cat([tr, va])
     n, nt = len(all_idx), len(tr)
-    targs = lambda idx: torch.cat([probe.targets(x[idx[i:i + batch_size]]).double() for i in range(0, len(idx), batch_size)])
+    targs = lambda idx: torch.cat(
+        [probe.targets(x[idx[i : i + batch_size]]).double() for i in range(0, len(idx), batch_size)]
+    )
     lam = lams[0]
     with torch.no_grad():
         G, fsum, p = _gram(probe, z, all_idx, batch_size)
@@ -311,19 +386,27 @@ def _rrr_fit(probe, z, x, lams, va, tr, batch_size):
         ra = torch.arange(n, device=dev)
         A, V = _rrr_dual(_centred(G, ra, ra), T - T.mean(0), lam, probe.rank, p)
         mf = fsum / n
-        U = sum(probe.features(latent_rows(z, b).to(dev)).double().T @ A[r] for b, r in zip(all_idx.split(batch_size), ra.split(batch_size)))
+        U = sum(
+            probe.features(latent_rows(z, b).to(dev)).double().T @ A[r]
+            for b, r in zip(all_idx.split(batch_size), ra.split(batch_size))
+        )
         U = U - torch.outer(mf, A.sum(0))                                      # F_cᵀ A = Fᵀ A − m (1ᵀ A)
         b = T.mean(0) - ((mf @ U) @ V.T if V is not None else mf @ U)
-        if probe.rank: probe.down.weight.copy_(U.T.float()); probe.head.weight.copy_(V.float())
+        if probe.rank:
+            probe.down.weight.copy_(U.T.float())
+            probe.head.weight.copy_(V.float())
         else: probe.head.weight.copy_(U.T.float())
         probe.head.bias.copy_(b.float())
     return lam
 
-def ridge_fit(probe, z, x, lams=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), val_frac: float = 0.2, seed: int = 0, batch_size: int = 64) -> float:
+def ridge_fit(
+    probe, z, x, lams=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), val_frac: float = 0.2, seed: int = 0, batch_size: int = 64
+) -> float:
     """Set `probe.head` to the ridge solution on `(z, x)`; the ridge strength (relative to the mean
     feature variance) is chosen on a random `val_frac` of the images. Returns the chosen strength.
     A global probe gets the reduced-rank ridge solution (`down` and `head`) of its rank."""
-    n = len(z); perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(x.device)
+    n = len(z)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(x.device)
     nv = max(1, round(val_frac * n)) if n >= 5 else 0
     va, tr = perm[:nv], perm[nv:]
     if probe.kind == 'global': return _rrr_fit(probe, z, x, lams, va, tr, batch_size)
@@ -333,16 +416,21 @@ def ridge_fit(probe, z, x, lams=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), val_frac: f
         sols, errs, count = [_ridge_solve(S_tr, l) for l in lams], torch.zeros(len(lams), dtype=torch.float64), 0
         with torch.no_grad():
             for b in va.split(batch_size):        # the held-out error, batch by batch
-                fv, tv = probe.features(latent_rows(z, b).to(_probe_device(probe))).double(), probe.targets(x[b]).double()
-                errs += torch.stack([((fv @ W + c - tv) ** 2).sum() for W, c in sols]).cpu(); count += tv.numel()
+                fv = probe.features(latent_rows(z, b).to(_probe_device(probe))).double()
+                tv = probe.targets(x[b]).double()
+                errs += torch.stack([((fv @ W + c - tv) ** 2).sum() for W, c in sols]).cpu()
+                count += tv.numel()
         lam = lams[int(np.argmin((errs / count).tolist()))]
     W, b = _ridge_solve(_normal_sums(probe, z, x, batch_size), lam)
-    with torch.no_grad(): probe.head.weight.copy_(W.T.float()); probe.head.bias.copy_(b.float())
+    with torch.no_grad():
+        probe.head.weight.copy_(W.T.float())
+        probe.head.bias.copy_(b.float())
     return lam
 
 # %% ../nbs/02_e1_2_probe.ipynb #bb417864
 def probe_loss(y, x, mse_weight: float = 1.0, lpips_weight: float = 0.0):
-    "`mse_weight · MSE + lpips_weight · LPIPS` of reconstructions `y` against images `x` (LPIPS on `y` clamped to [0, 1])."
+    """`mse_weight · MSE + lpips_weight · LPIPS` of reconstructions `y` against images `x` (LPIPS on `y` clamped to [0,
+    1])."""
     loss = mse_weight * F.mse_loss(y, x)
     if lpips_weight: loss = loss + lpips_weight * lpips_distance(y.clamp(0, 1), x).mean()
     return loss
@@ -350,8 +438,11 @@ def probe_loss(y, x, mse_weight: float = 1.0, lpips_weight: float = 0.0):
 @torch.no_grad()
 def reconstruct(probe, z, batch_size: int = 64) -> torch.Tensor:
     "The probe's reconstructions of `z`, clamped to [0, 1]."
-    probe.eval(); dev = _probe_device(probe)
-    return torch.cat([probe(latent_rows(z, slice(i, i + batch_size)).to(dev)).clamp(0, 1) for i in range(0, len(z), batch_size)])
+    probe.eval()
+    dev = _probe_device(probe)
+    return torch.cat(
+        [probe(latent_rows(z, slice(i, i + batch_size)).to(dev)).clamp(0, 1) for i in range(0, len(z), batch_size)]
+    )
 
 def fit_probe(probe, z, x, z_val=None, x_val=None, epochs: int = 10, lr: float = 3e-4, batch_size: int = 8,
               mse_weight: float = 1.0, lpips_weight: float = 0.1, seed: int = 0, progress: bool = False) -> list:
@@ -363,14 +454,27 @@ def fit_probe(probe, z, x, z_val=None, x_val=None, epochs: int = 10, lr: float =
     dev = _probe_device(probe)
     opt = torch.optim.Adam(probe.parameters(), lr=lr)
     steps = max(1, epochs * math.ceil(len(z) / batch_size))
-    warm = max(1, steps // 10)   # Adam's first steps move every weight by ~lr whatever the gradient: ramp up, not jump off the closed form
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
-    g = torch.Generator().manual_seed(seed); hist = []
+    warm = max(
+        1, steps // 10
+    )  # Adam's first steps move every weight by ~lr whatever the gradient: ramp up, not jump off the closed form
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
+    )
+    g = torch.Generator().manual_seed(seed)
+    hist = []
     def full_loss():
         with torch.no_grad():
-            probe.eval(); n = len(z)
-            return sum(probe_loss(probe(latent_rows(z, slice(i, i + 64)).to(dev)), x[i:i + 64], mse_weight, lpips_weight).item()
-                       * len(x[i:i + 64]) for i in range(0, n, 64)) / n
+            probe.eval()
+            n = len(z)
+            return (
+                sum(
+                    probe_loss(probe(latent_rows(z, slice(i, i + 64)).to(dev)), x[i : i + 64], mse_weight, lpips_weight)
+                    .item()
+                    * len(x[i : i + 64])
+                    for i in range(0, n, 64)
+                )
+                / n
+            )
     def record(ep, train_loss):
         h = dict(epoch=ep, train_loss=train_loss)
         if z_val is not None:
@@ -379,18 +483,24 @@ def fit_probe(probe, z, x, z_val=None, x_val=None, epochs: int = 10, lr: float =
         hist.append(h)
     record(0, full_loss())
     for ep in tqdm(range(1, epochs + 1), desc=f'{probe.kind} probe', disable=not progress):
-        probe.train(); losses = []
+        probe.train()
+        losses = []
         for idx in torch.randperm(len(z), generator=g).split(batch_size):
             idx = idx.to(x.device)
             loss = probe_loss(probe(latent_rows(z, idx).to(dev)), x[idx], mse_weight, lpips_weight)
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step(); losses.append(loss.item())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
         record(ep, float(np.mean(losses)))
     return hist
 
 # %% ../nbs/02_e1_2_probe.ipynb #89f18444
 def planted_token_data(n_img: int = 150, grid: int = 4, k: int = 48, d: int = 64, patch: int = 14, c: float = 0.3,
                        sigma: float = 0.1, seed: int = 0) -> tuple:
-    "`(z, x, expected_mse)`: latents that are a known linear function of each token's patch plus noise, and the best achievable MSE."
+    """`(z, x, expected_mse)`: latents that are a known linear function of each token's patch plus noise, and the best
+    achievable MSE."""
     g = torch.Generator().manual_seed(seed)
     B = torch.linalg.qr(torch.randn(3 * patch * patch, k, generator=g))[0]
     M = torch.linalg.qr(torch.randn(d, k, generator=g))[0].T
@@ -412,14 +522,25 @@ def planted_global_data(n_img: int = 200, grid: int = 4, k: int = 12, d: int = 3
     G = torch.randn(k, 3 * low * low, generator=g) / math.sqrt(k) * 0.15
     A = torch.randn(grid, grid, k, d, generator=g) / math.sqrt(k)
     s = torch.randn(n_img, k, generator=g)
-    x = F.interpolate((0.5 + s @ G).reshape(n_img, 3, low, low), size=(size, size), mode='bilinear', align_corners=False)
+    low_images = (0.5 + s @ G).reshape(n_img, 3, low, low)
+    x = F.interpolate(low_images, size=(size, size), mode='bilinear', align_corners=False)
     z = torch.einsum('nk,hwkd->nhwd', s, A) + sigma * torch.randn(n_img, grid, grid, d, generator=g)
     return z, x
 
 # %% ../nbs/02_e1_2_probe.ipynb #7eba9762
-def planted_lowrank_data(n_img: int = 300, grid: int = 4, d: int = 48, m: int = 200, k: int = 8, size: int = 56, low: int = 16,
-                         sigma: float = 0.05, seed: int = 0) -> tuple:
-    "`(z, x)`: latents spanning `m` factors; each image a rank-`k` linear map of the whole (flattened) token grid, upsampled."
+def planted_lowrank_data(
+    n_img: int = 300,
+    grid: int = 4,
+    d: int = 48,
+    m: int = 200,
+    k: int = 8,
+    size: int = 56,
+    low: int = 16,
+    sigma: float = 0.05,
+    seed: int = 0,
+) -> tuple:
+    """`(z, x)`: latents spanning `m` factors; each image a rank-`k` linear map of the whole (flattened) token grid,
+    upsampled."""
     g = torch.Generator().manual_seed(seed)
     zc = torch.randn(n_img, m, generator=g) @ torch.randn(m, grid * grid * d, generator=g) / math.sqrt(m)
     U = torch.linalg.qr(torch.randn(grid * grid * d, k, generator=g))[0]
@@ -441,13 +562,16 @@ def image_metrics(y, x, batch_size: int = 32) -> dict:
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             a, b = y[i:i + batch_size], x[i:i + batch_size]
-            out['psnr'].append(psnr(a, b)); out['ssim'].append(ssim(a, b)); out['lpips'].append(lpips_distance(a, b))
+            out['psnr'].append(psnr(a, b))
+            out['ssim'].append(ssim(a, b))
+            out['lpips'].append(lpips_distance(a, b))
     return {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items()}
 
 def group_bootstrap_ci(x, groups, level: float = 0.95, n_boot: int = 5000, seed: int = 0) -> tuple:
     """`(lo, hi)`: a percentile bootstrap CI of the mean of `x` that resamples whole `groups` (videos,
     source images) with replacement, not items: frames of one video are not independent evidence."""
-    x = np.asarray(x, np.float64); _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    x = np.asarray(x, np.float64)
+    _, inv = np.unique(np.asarray(groups), return_inverse=True)
     if len(x) != len(inv): raise ValueError(f"{len(x)} values but {len(inv)} groups: pass one group per value")
     G = inv.max() + 1
     if G < 2: raise ValueError(f"a group bootstrap needs at least 2 groups, got {G}")
@@ -459,8 +583,14 @@ def group_bootstrap_ci(x, groups, level: float = 0.95, n_boot: int = 5000, seed:
 def summarize_metrics(m: dict, seed: int = 0, n_boot: int = 5000, groups=None) -> dict:
     """`{metric: (mean, (lo, hi))}`: each metric's mean over images with a 95 % bootstrap CI: BCa over
     images, or with `groups` (one per image) a bootstrap over groups (`group_bootstrap_ci`)."""
-    ok = lambda v: len(v) > 1 and np.isfinite(v).all() and (groups is None or len(set(groups)) > 1)   # PSNR = inf: no interval
-    ci = lambda v: bootstrap_ci(v, n_boot=n_boot, seed=seed) if groups is None else group_bootstrap_ci(v, groups, n_boot=n_boot, seed=seed)
+    ok = lambda v: (
+        len(v) > 1 and np.isfinite(v).all() and (groups is None or len(set(groups)) > 1)
+    )  # PSNR = inf: no interval
+    ci = lambda v: (
+        bootstrap_ci(v, n_boot=n_boot, seed=seed)
+        if groups is None
+        else group_bootstrap_ci(v, groups, n_boot=n_boot, seed=seed)
+    )
     return {k: (float(np.mean(v)), ci(v) if ok(v) else (float('nan'),) * 2) for k, v in m.items()}
 
 # %% ../nbs/02_e1_2_probe.ipynb #e8ed8882
@@ -485,19 +615,41 @@ def control_record(achieved, control, groups, model: dict | None = None, seed: i
     """The `control` of a metric from paired per-item values: `{value, ci, diff_ci, model}`, the CIs
     resampling `groups` (`diff_ci` is of achieved − control)."""
     a, c = np.asarray(achieved, np.float64), np.asarray(control, np.float64)
-    if a.shape != c.shape: raise ValueError(f"achieved {a.shape} and control {c.shape} values must pair up item by item")
-    return dict(value=float(c.mean()), ci=group_bootstrap_ci(c, groups, n_boot=n_boot, seed=seed),
-                diff_ci=group_bootstrap_ci(a - c, groups, n_boot=n_boot, seed=seed), **({'model': model} if model else {}))
+    if a.shape != c.shape:
+        raise ValueError(f"achieved {a.shape} and control {c.shape} values must pair up item by item")
+    return dict(
+        value=float(c.mean()),
+        ci=group_bootstrap_ci(c, groups, n_boot=n_boot, seed=seed),
+        diff_ci=group_bootstrap_ci(a - c, groups, n_boot=n_boot, seed=seed),
+        **({'model': model} if model else {}),
+    )
 
 # %% ../nbs/02_e1_2_probe.ipynb #e7a08d55
-def train_and_evaluate(z, x, train_idx, test_idx, kind: str = 'per_token', epochs: int = 6, lr: float = 3e-4,
-                       batch_size: int = 8, mse_weight: float = 1.0, lpips_weight: float = 0.1, init: str = 'ridge',
-                       global_size: int = 32, global_rank: int = 16, seed: int = 0, device=None, progress: bool = False) -> dict:
+def train_and_evaluate(
+    z,
+    x,
+    train_idx,
+    test_idx,
+    kind: str = 'per_token',
+    epochs: int = 6,
+    lr: float = 3e-4,
+    batch_size: int = 8,
+    mse_weight: float = 1.0,
+    lpips_weight: float = 0.1,
+    init: str = 'ridge',
+    global_size: int = 32,
+    global_rank: int = 16,
+    seed: int = 0,
+    device=None,
+    progress: bool = False,
+) -> dict:
     """Fit a `kind` probe on `z[train_idx] → x[train_idx]` (closed form when `init='ridge'`, then Adam) and
     score it on the held-out images: `{probe, history, recon, metrics, baseline, ridge_lambda, seconds}`.
-    `z` is a tensor or a `CachedLatents` (`LatentCache(root).reader(ids)`, read batch by batch): the same probe either way."""
+    `z` is a tensor or a `CachedLatents` (`LatentCache(root).reader(ids)`, read batch by batch): the same probe either
+    way."""
     from foresight.models import default_device
-    dev = default_device(device); t0 = time.time()
+    dev = default_device(device)
+    t0 = time.time()
     tr, te = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
     zt, xt, zv, xv = latent_subset(z, tr, dev), x[tr].to(dev), latent_subset(z, te, dev), x[te].to(dev)
     torch.manual_seed(seed)
@@ -506,22 +658,35 @@ def train_and_evaluate(z, x, train_idx, test_idx, kind: str = 'per_token', epoch
     hist = fit_probe(pr, zt, xt, zv, xv, epochs, lr, batch_size, mse_weight, lpips_weight, seed, progress)
     recon = reconstruct(pr, zv)
     base = xt.mean(0, keepdim=True).expand_as(xv)
-    return dict(probe=pr, history=hist, recon=recon.cpu(), metrics=image_metrics(recon, xv), baseline=image_metrics(base, xv),
-                ridge_lambda=lam, seconds=time.time() - t0)
+    return dict(
+        probe=pr,
+        history=hist,
+        recon=recon.cpu(),
+        metrics=image_metrics(recon, xv),
+        baseline=image_metrics(base, xv),
+        ridge_lambda=lam,
+        seconds=time.time() - t0,
+    )
 
 # %% ../nbs/02_e1_2_probe.ipynb #42005361
 def reconstruction_grid(x, y, titles=None, n: int = 6, err: bool = True):
-    "A figure: originals (top row), reconstructions, and (with `err`) the per-pixel absolute error, for up to `n` images."
+    """A figure: originals (top row), reconstructions, and (with `err`) the per-pixel absolute error, for up to `n`
+    images."""
     import matplotlib.pyplot as plt
-    n = min(n, len(x)); rows = 3 if err else 2
+    n = min(n, len(x))
+    rows = 3 if err else 2
     fig, ax = plt.subplots(rows, n, figsize=(1.8 * n, 1.9 * rows), squeeze=False)
     for i in range(n):
-        ax[0, i].imshow(x[i].permute(1, 2, 0).cpu().numpy()); ax[1, i].imshow(y[i].permute(1, 2, 0).cpu().numpy().clip(0, 1))
+        ax[0, i].imshow(x[i].permute(1, 2, 0).cpu().numpy())
+        ax[1, i].imshow(y[i].permute(1, 2, 0).cpu().numpy().clip(0, 1))
         if titles is not None: ax[0, i].set_title(str(titles[i])[:18], fontsize=7)
         if err: ax[2, i].imshow((y[i] - x[i]).abs().mean(0).cpu().numpy(), cmap='magma', vmin=0, vmax=0.5)
-    for a in ax.flat: a.set_xticks([]); a.set_yticks([])
+    for a in ax.flat:
+        a.set_xticks([])
+        a.set_yticks([])
     for r, name in enumerate(['original', 'reconstruction', '|error|'][:rows]): ax[r, 0].set_ylabel(name, fontsize=8)
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig
 
 def learning_curves(hist: list, title: str = ''):
     "A figure: training loss and held-out MSE (left), held-out LPIPS (right) per epoch."
@@ -532,7 +697,13 @@ def learning_curves(hist: list, title: str = ''):
     if 'heldout_mse' in hist[0]:
         ax[0].plot(ep, [h['heldout_mse'] for h in hist], 's-', label='held-out MSE')
         ax[1].plot(ep, [h['heldout_lpips'] for h in hist], 's-', color='C2')
-        ax[1].axhline(LPIPS_ACCESSIBLE, ls='--', color='green', lw=0.8); ax[1].axhline(LPIPS_LOST, ls='--', color='red', lw=0.8)
-    ax[0].set_yscale('log'); ax[0].legend(fontsize=8); ax[0].set_xlabel('epoch (0: start, after the closed form if any)')
-    ax[1].set_xlabel('epoch'); ax[1].set_ylabel('held-out LPIPS'); fig.suptitle(title, fontsize=9); fig.tight_layout()
+        ax[1].axhline(LPIPS_ACCESSIBLE, ls='--', color='green', lw=0.8)
+        ax[1].axhline(LPIPS_LOST, ls='--', color='red', lw=0.8)
+    ax[0].set_yscale('log')
+    ax[0].legend(fontsize=8)
+    ax[0].set_xlabel('epoch (0: start, after the closed form if any)')
+    ax[1].set_xlabel('epoch')
+    ax[1].set_ylabel('held-out LPIPS')
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return fig

@@ -15,7 +15,7 @@ __all__ = ['ADAPTERS', 'LTX_SCHEDULER', 'grid_coords', 'fourier_features', 'resa
            'order_by_group', 'clip_tensors', 'vlm_clips']
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #ca4e20e8
-import math, json, time, contextlib
+import math, json
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from .runtime import one_cpu_thread
@@ -40,7 +40,8 @@ def resample_grid(x: torch.Tensor, size) -> torch.Tensor:
     return F.adaptive_avg_pool3d(x, size) if up != size else x
 
 def fit_grid(t: int, h: int, w: int, max_tokens: int) -> tuple:
-    "The largest `(t, h', w')` with `h', w'` shrunk by a common factor (then `t` if needed) holding at most `max_tokens` cells."
+    """The largest `(t, h', w')` with `h', w'` shrunk by a common factor (then `t` if needed) holding at most
+    `max_tokens` cells."""
     k = 1
     while t * math.ceil(h / k) * math.ceil(w / k) > max_tokens and (h > k or w > k): k += 1
     hh, ww = math.ceil(h / k), math.ceil(w / k)
@@ -50,12 +51,15 @@ def fit_grid(t: int, h: int, w: int, max_tokens: int) -> tuple:
 class Adapter(nn.Module):
     "Base of the adapters: per-channel standardisation of the VLM latents and the output mode (`grid` or `sequence`)."
     def __init__(self, in_dim: int, out_dim: int, n_tokens: int | None = None):
-        super().__init__(); self.in_dim, self.out_dim, self.n_tokens = in_dim, out_dim, n_tokens
-        self.register_buffer('mu', torch.zeros(in_dim)); self.register_buffer('sd', torch.ones(in_dim))
+        super().__init__()
+        self.in_dim, self.out_dim, self.n_tokens = in_dim, out_dim, n_tokens
+        self.register_buffer('mu', torch.zeros(in_dim))
+        self.register_buffer('sd', torch.ones(in_dim))
     @property
     def mode(self): return 'grid' if self.n_tokens is None else 'sequence'
     def fit_norm(self, z):
-        "Per-channel mean and spread of training latents `(n, T', h, w, D)`: a tensor, or a `CachedLatents` read batch by batch."
+        """Per-channel mean and spread of training latents `(n, T', h, w, D)`: a tensor, or a `CachedLatents` read batch
+        by batch."""
         mu, sd = latent_stats(z)
         self.mu.copy_(mu)
         self.sd.copy_(sd.clamp(min=1e-6))
@@ -66,26 +70,37 @@ class Adapter(nn.Module):
                              f"(stack clips of one size into a batch, or build the adapter with in_dim={z.shape[-1]})")
         return (z.float() - self.mu) / self.sd
     def check_grid(self, grid):
-        if self.mode == 'grid' and grid is None: raise ValueError("a grid adapter needs the output grid (t, h, w), e.g. adapter(z, grid=latents.shape[-3:])")
-    def config(self) -> dict: return dict(cls=type(self).__name__, in_dim=self.in_dim, out_dim=self.out_dim, n_tokens=self.n_tokens, **self._cfg)
+        if self.mode == 'grid' and grid is None:
+            raise ValueError("a grid adapter needs the output grid (t, h, w), e.g. adapter(z, grid=latents.shape[-3:])")
+    def config(self) -> dict:
+        return dict(cls=type(self).__name__, in_dim=self.in_dim, out_dim=self.out_dim, n_tokens=self.n_tokens,
+                    **self._cfg)
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #afc21669
 def _heads(width): return 4 if width % 4 == 0 and width >= 32 else (2 if width % 2 == 0 else 1)
 
 class QueryAdapter(Adapter):
-    "Cross-attention queries over the VLM tokens: positional queries for a grid output, `n_tokens` learned queries for a sequence."
+    """Cross-attention queries over the VLM tokens: positional queries for a grid output, `n_tokens` learned queries for
+    a sequence."""
     def __init__(self, in_dim, out_dim, width=64, depth=2, n_tokens=None, n_freq=6):
-        super().__init__(in_dim, out_dim, n_tokens); self._cfg = dict(width=width, depth=depth, n_freq=n_freq); self.n_freq = n_freq
+        super().__init__(in_dim, out_dim, n_tokens)
+        self._cfg = dict(width=width, depth=depth, n_freq=n_freq)
+        self.n_freq = n_freq
         pf = 6 * n_freq
-        self.inp = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, width)); self.kpos = nn.Linear(pf, width)
+        self.inp = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, width))
+        self.kpos = nn.Linear(pf, width)
         if n_tokens is None: self.qpos = nn.Sequential(nn.Linear(pf, width), nn.GELU(), nn.Linear(width, width))
         else: self.queries = nn.Parameter(torch.randn(n_tokens, width) * 0.5)
-        self.dec = nn.TransformerDecoder(nn.TransformerDecoderLayer(width, _heads(width), 4 * width, dropout=0.0, batch_first=True, norm_first=True), depth)
+        self.dec = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(width, _heads(width), 4 * width, dropout=0.0, batch_first=True, norm_first=True),
+            depth
+        )
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, out_dim))
     def forward(self, z, grid=None):
         self.check_grid(grid)
         B, T, h, w, _ = z.shape
-        mem = self.inp(self.norm(z).flatten(1, 3)) + self.kpos(fourier_features(grid_coords(T, h, w, z.device), self.n_freq))
+        pos = self.kpos(fourier_features(grid_coords(T, h, w, z.device), self.n_freq))
+        mem = self.inp(self.norm(z).flatten(1, 3)) + pos
         if self.mode == 'grid':
             q = self.qpos(fourier_features(grid_coords(*grid, device=z.device), self.n_freq)).expand(B, -1, -1)
             y = self.out(self.dec(q, mem))                                   # (B, t*h'*w', C)
@@ -94,9 +109,12 @@ class QueryAdapter(Adapter):
         return y, torch.ones(B, self.n_tokens, dtype=torch.long, device=z.device)
 
 class MLPAdapter(Adapter):
-    "The grid resampled to the output grid (or shrunk to fit `n_tokens`), then a token-wise MLP of each token and its position."
+    """The grid resampled to the output grid (or shrunk to fit `n_tokens`), then a token-wise MLP of each token and its
+    position."""
     def __init__(self, in_dim, out_dim, width=64, depth=2, n_tokens=None, n_freq=6):
-        super().__init__(in_dim, out_dim, n_tokens); self._cfg = dict(width=width, depth=depth, n_freq=n_freq); self.n_freq = n_freq
+        super().__init__(in_dim, out_dim, n_tokens)
+        self._cfg = dict(width=width, depth=depth, n_freq=n_freq)
+        self.n_freq = n_freq
         layers = [nn.LayerNorm(in_dim + 6 * n_freq), nn.Linear(in_dim + 6 * n_freq, width), nn.GELU()]
         for _ in range(depth - 1): layers += [nn.Linear(width, width), nn.GELU()]
         self.net = nn.Sequential(*layers, nn.Linear(width, out_dim))
@@ -105,15 +123,20 @@ class MLPAdapter(Adapter):
         B, T, h, w, _ = z.shape
         g = tuple(grid) if self.mode == 'grid' else fit_grid(T, h, w, self.n_tokens)
         x = resample_grid(self.norm(z).permute(0, 4, 1, 2, 3), g).permute(0, 2, 3, 4, 1).reshape(B, -1, self.in_dim)
-        y = self.net(torch.cat([x, fourier_features(grid_coords(*g, device=z.device), self.n_freq).expand(B, -1, -1)], -1))
+        pos = fourier_features(grid_coords(*g, device=z.device), self.n_freq).expand(B, -1, -1)
+        y = self.net(torch.cat([x, pos], -1))
         if self.mode == 'grid': return y.transpose(1, 2).reshape(B, self.out_dim, *g)
-        n = y.shape[1]; mask = torch.zeros(B, self.n_tokens, dtype=torch.long, device=z.device); mask[:, :n] = 1
+        n = y.shape[1]
+        mask = torch.zeros(B, self.n_tokens, dtype=torch.long, device=z.device)
+        mask[:, :n] = 1
         return F.pad(y, (0, 0, 0, self.n_tokens - n)), mask
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #38816293
 ADAPTERS = {'query': QueryAdapter, 'mlp': MLPAdapter}
 
-def make_adapter(shape: str, in_dim: int, out_dim: int, width: int = 64, depth: int = 2, n_tokens: int | None = None) -> Adapter:
+def make_adapter(
+    shape: str, in_dim: int, out_dim: int, width: int = 64, depth: int = 2, n_tokens: int | None = None
+) -> Adapter:
     "An adapter by shape name (`query` or `mlp`); `n_tokens=None` gives a grid adapter, an int a sequence adapter."
     if shape not in ADAPTERS: raise ValueError(f"unknown adapter shape {shape!r}: choose one of {', '.join(ADAPTERS)}")
     return ADAPTERS[shape](in_dim, out_dim, width, depth, n_tokens)
@@ -128,28 +151,42 @@ def _pretrained(cls, name: str, **kw):
     from foresight.models import ModelUnavailable
     try: return cls.from_pretrained(name, **kw)
     except (OSError, ValueError) as e:
-        raise ModelUnavailable(f"could not load {name!r} ({cls.__name__}): not a local folder and not in the Hugging Face "
-                               f"cache, or the Hub is offline. Download it (huggingface-cli download {name}), point to a "
-                               f"local copy, or use the 'tiny' preset. Cause: {str(e)[:300]}") from e
+        raise ModelUnavailable(
+            f"could not load {name!r} ({cls.__name__}): not a local folder and not in the Hugging Face "
+            f"cache, or the Hub is offline. Download it (huggingface-cli download {name}), point to a "
+            f"local copy, or use the 'tiny' preset. Cause: {str(e)[:300]}"
+        ) from e
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #fc5bcdfa
 LTX_SCHEDULER = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
                      base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1)
 
-def load_ltx_transformer(name: str = 'tiny', latent_channels: int = 16, caption_channels: int = 64, device=None, dtype=None, seed: int = 0):
+def load_ltx_transformer(
+    name: str = 'tiny', latent_channels: int = 16, caption_channels: int = 64, device=None, dtype=None, seed: int = 0
+):
     """An `LTXVideoTransformer3DModel`: `"tiny"` (two thin layers, seeded random weights, `latent_channels`
     in and out, `caption_channels` of conditioning), `"random:ltx"` (the full-size LTX-Video architecture,
-    seeded random weights; its own 128 latent and 4096 caption channels) or a hub id / local path (subfolder `transformer`)."""
+    seeded random weights; its own 128 latent and 4096 caption channels) or a hub id / local path (subfolder
+    `transformer`)."""
     from diffusers import LTXVideoTransformer3DModel
     from foresight.models import default_device, default_dtype
-    device = default_device(device); dtype = default_dtype(device, dtype)
+    device = default_device(device)
+    dtype = default_dtype(device, dtype)
     if name == 'tiny':
         torch.manual_seed(seed)
-        m = LTXVideoTransformer3DModel(in_channels=latent_channels, out_channels=latent_channels, num_attention_heads=2, attention_head_dim=16,
-                                       cross_attention_dim=32, num_layers=2, caption_channels=caption_channels)
+        m = LTXVideoTransformer3DModel(
+            in_channels=latent_channels,
+            out_channels=latent_channels,
+            num_attention_heads=2,
+            attention_head_dim=16,
+            cross_attention_dim=32,
+            num_layers=2,
+            caption_channels=caption_channels,
+        )
     elif name == 'random:ltx':
         torch.manual_seed(seed)
-        with torch.device(device): m = LTXVideoTransformer3DModel()    # built in place: 2B parameters are slow to initialise on a CPU
+        with torch.device(device):
+            m = LTXVideoTransformer3DModel()    # built in place: 2B parameters are slow to initialise on a CPU
     else:
         sub = 'transformer' if not (Path(name)/'config.json').exists() else None
         m = _pretrained(LTXVideoTransformer3DModel, name, subfolder=sub, torch_dtype=dtype)
@@ -157,14 +194,16 @@ def load_ltx_transformer(name: str = 'tiny', latent_channels: int = 16, caption_
     return m.to(device=device, dtype=dtype).eval()
 
 def load_ltx_scheduler(name: str = 'tiny', pipeline: str = 'ltx'):
-    """The flow-matching Euler scheduler: LTX-Video's settings for `"tiny"`, else the checkpoint's. `LTXConditionPipeline`
+    """The flow-matching Euler scheduler: LTX-Video's settings for `"tiny"`, else the checkpoint's.
+    `LTXConditionPipeline`
     passes no resolution-dependent shift, so for it dynamic shifting is turned off."""
     from diffusers import FlowMatchEulerDiscreteScheduler
     if name in ('tiny', 'random:ltx'): s = FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER)
     else:
         sub = None if (Path(name)/'scheduler_config.json').exists() else 'scheduler'
         s = _pretrained(FlowMatchEulerDiscreteScheduler, name, subfolder=sub)
-    if pipeline == 'condition' and s.config.use_dynamic_shifting: s = FlowMatchEulerDiscreteScheduler.from_config(s.config, use_dynamic_shifting=False)
+    if pipeline == 'condition' and s.config.use_dynamic_shifting:
+        s = FlowMatchEulerDiscreteScheduler.from_config(s.config, use_dynamic_shifting=False)
     return s
 
 def make_pipeline(kind: str, vae, transformer, scheduler):
@@ -172,14 +211,23 @@ def make_pipeline(kind: str, vae, transformer, scheduler):
     the adapter's `prompt_embeds` and mask take its place."""
     from diffusers import LTXPipeline, LTXConditionPipeline
     cls = {'ltx': LTXPipeline, 'condition': LTXConditionPipeline}.get(kind)
-    if cls is None: raise ValueError(f"unknown pipeline {kind!r}: use 'ltx' (LTXPipeline) or 'condition' (LTXConditionPipeline)")
+    if cls is None:
+        raise ValueError(f"unknown pipeline {kind!r}: use 'ltx' (LTXPipeline) or 'condition' (LTXConditionPipeline)")
     pipe = cls(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None, transformer=transformer)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #bcf03fb8
-def flow_matching_loss(transformer, latents: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor, frame_rate: float = 25.0,
-                       vae_ratios=(8, 32, 32), generator=None, share=(0, 1)) -> torch.Tensor:
+def flow_matching_loss(
+    transformer,
+    latents: torch.Tensor,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    frame_rate: float = 25.0,
+    vae_ratios=(8, 32, 32),
+    generator=None,
+    share=(0, 1),
+) -> torch.Tensor:
     """The velocity-prediction MSE of `transformer` on normalised latents `(B, C, t, h, w)` under conditioning `embeds
     (B, L, caption_channels)`. `share=(rank, world)`: the batch is every `world`-th example of a global batch from
     `rank`, and the noise is drawn for the global batch, so the ranks together see what one process would."""
@@ -195,27 +243,50 @@ def flow_matching_loss(transformer, latents: torch.Tensor, embeds: torch.Tensor,
     target = LTXPipeline._pack_latents(noise - latents, p, pt)
     dt, dev = next(m.parameters()).dtype, next(m.parameters()).device
     x, target, sigma = x.to(dev), target.to(dev), sigma.to(dev)
-    pred = transformer(hidden_states=x.to(dt), encoder_hidden_states=embeds.to(dev, dt), timestep=sigma * 1000, encoder_attention_mask=mask.to(dev),
-                       num_frames=t // pt, height=h // p, width=w // p, rope_interpolation_scale=(vae_ratios[0] / frame_rate, vae_ratios[1], vae_ratios[2]),
-                       return_dict=False)[0]
+    pred = transformer(
+        hidden_states=x.to(dt),
+        encoder_hidden_states=embeds.to(dev, dt),
+        timestep=sigma * 1000,
+        encoder_attention_mask=mask.to(dev),
+        num_frames=t // pt,
+        height=h // p,
+        width=w // p,
+        rope_interpolation_scale=(vae_ratios[0] / frame_rate, vae_ratios[1], vae_ratios[2]),
+        return_dict=False,
+    )[0]
     return F.mse_loss(pred.float(), target.float())
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #aca0ba6d
-def latent_route_loss(adapter, vae, z, latents, video, w_latent=1.0, w_pixel=1.0, w_lpips=0.5, lpips_frames=None, generator=None,
-                      share=(0, 1)) -> tuple:
+def latent_route_loss(
+    adapter,
+    vae,
+    z,
+    latents,
+    video,
+    w_latent=1.0,
+    w_pixel=1.0,
+    w_lpips=0.5,
+    lpips_frames=None,
+    generator=None,
+    share=(0, 1),
+) -> tuple:
     """`(loss, parts)` for VLM latents `z (B, T', h, w, D)`, target normalised VAE latents `(B, C, t, h', w')`
     and frames `video (B, T, 3, H, W)` in `[0, 1]`: latent MSE + pixel L2 + LPIPS, the last two through the decoder.
-    LPIPS sees `lpips_frames` random frames per clip (all when None): an unbiased estimate of its mean at a fraction of the cost.
-    `share=(rank, world)`: the batch is every `world`-th clip of a global batch from `rank` (frames drawn for the global batch)."""
+    LPIPS sees `lpips_frames` random frames per clip (all when None): an unbiased estimate of its mean at a fraction of
+    the cost.
+    `share=(rank, world)`: the batch is every `world`-th clip of a global batch from `rank` (frames drawn for the
+    global batch)."""
     from foresight.extraction import decode_video_vae
     from foresight.metrics import lpips_distance
     pred = adapter(z, grid=latents.shape[-3:])
     parts = dict(latent=F.mse_loss(pred, latents))
     if w_pixel or w_lpips:
-        rec = decode_video_vae(vae, pred.to(vae.dtype))      # a bf16 decoder takes bf16 latents; gradients flow back in float32
+        # a bf16 decoder takes bf16 latents; gradients flow back in float32
+        rec = decode_video_vae(vae, pred.to(vae.dtype))
         parts['pixel'] = F.mse_loss(rec, video.to(rec.device))
         if w_lpips:
-            T = rec.shape[1]; k = min(lpips_frames or T, T)
+            T = rec.shape[1]
+            k = min(lpips_frames or T, T)
             rank, world = share
             draw = torch.rand((len(rec) * world, T), generator=generator)[rank::world]
             idx = draw.argsort(1)[:, :k].to(rec.device)        # k distinct frames per clip
@@ -226,13 +297,17 @@ def latent_route_loss(adapter, vae, z, latents, video, w_latent=1.0, w_pixel=1.0
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #5ed761c0
 def _batches(n, batch_size, steps, seed):
-    g = torch.Generator().manual_seed(seed); perm = torch.randperm(n, generator=g); i = 0
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    i = 0
     for _ in range(steps):
         if i + batch_size > n: perm, i = torch.randperm(n, generator=g), 0
-        yield perm[i:i + batch_size]; i += batch_size
+        yield perm[i:i + batch_size]
+        i += batch_size
 
 def _rank_share(n, batch_size, world) -> int:
-    "The clips each rank takes per step: the global batch (`batch_size`, or all `n` clips if fewer) split evenly over `world` ranks."
+    """The clips each rank takes per step: the global batch (`batch_size`, or all `n` clips if fewer) split evenly over
+    `world` ranks."""
     g = min(batch_size, n)
     if g % world:
         raise ValueError(f"a global batch of {g} clips does not split evenly over {world} ranks: "
@@ -263,20 +338,41 @@ def train_latent_route(adapter, vae, z, latents, video, steps=120, lr=2e-3, batc
     from foresight.queries import dist_info
     rank, world = dist_info()
     device = torch.device(device or next(vae.parameters()).device)
-    if not (len(z) == len(latents) == len(video)): raise ValueError(f"{len(z)} VLM latents, {len(latents)} VAE latents and {len(video)} videos: they must pair up")
+    if not (len(z) == len(latents) == len(video)):
+        raise ValueError(f"{len(z)} VLM latents, {len(latents)} VAE latents and {len(video)} videos: they must pair up")
     _rank_share(len(z), batch_size, world)
-    vae.requires_grad_(False); torch.manual_seed(seed)
+    vae.requires_grad_(False)
+    torch.manual_seed(seed)
     adapter = adapter.to(device).fit_norm(z.to(device) if torch.is_tensor(z) else z).train()
     net = _data_parallel(adapter, world)
     opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    adapter.history = []; g = torch.Generator().manual_seed(seed)
+    adapter.history = []
+    g = torch.Generator().manual_seed(seed)
     with one_cpu_thread(device):
-        for b in tqdm(_batches(len(z), batch_size, steps, seed), total=steps, desc=f'latent route {type(adapter).__name__}', disable=not progress, leave=False):
+        for b in tqdm(
+            _batches(len(z), batch_size, steps, seed),
+            total=steps,
+            desc=f'latent route {type(adapter).__name__}',
+            disable=not progress,
+            leave=False,
+        ):
             b = b[rank::world]
-            loss, parts = latent_route_loss(net, vae, latent_rows(z, b).to(device), latent_rows(latents, b).to(device), video[b].to(device),
-                                            *weights, lpips_frames, g, share=(rank, world))
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+            loss, parts = latent_route_loss(
+                net,
+                vae,
+                latent_rows(z, b).to(device),
+                latent_rows(latents, b).to(device),
+                video[b].to(device),
+                *weights,
+                lpips_frames,
+                g,
+                share=(rank, world),
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
             adapter.history.append(_mean_over_ranks(dict(loss=loss.item(), **parts), world, device))
     return adapter.eval()
 
@@ -285,23 +381,35 @@ def render_latent_route(adapter, vae, z, grid, batch_size=8) -> torch.Tensor:
     "Frames `(n, T, 3, H, W)` in `[0, 1]` that the VAE decoder renders from the adapter's latents."
     from foresight.extraction import decode_video_vae
     dev = adapter.mu.device
-    return torch.cat([decode_video_vae(vae, adapter(z[i:i + batch_size].to(dev), grid=grid).to(vae.dtype)).cpu() for i in range(0, len(z), batch_size)])
+    return torch.cat(
+        [
+            decode_video_vae(vae, adapter(z[i : i + batch_size].to(dev), grid=grid).to(vae.dtype)).cpu()
+            for i in range(0, len(z), batch_size)
+        ]
+    )
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #a6693361
 def train_conditioning_route(adapter, transformer, z, latents, steps=120, lr=2e-3, batch_size=4, frame_rate=25.0,
                              train_transformer=False, seed=0, device=None, progress=False):
     """Fit a sequence `adapter` with the flow-matching loss of `transformer` on the clips' normalised VAE `latents
-    (n, C, t, h, w)`; the transformer stays frozen unless `train_transformer`. Returns the adapter with `adapter.history`.
+    (n, C, t, h, w)`; the transformer stays frozen unless `train_transformer`. Returns the adapter with
+    `adapter.history`.
     `z` (and `latents`) may be a `CachedLatents`. Under `torchrun`, data-parallel as `train_latent_route`."""
     from tqdm.auto import tqdm
     from foresight.queries import dist_info
     rank, world = dist_info()
-    if adapter.mode != 'sequence': raise ValueError("the conditioning route needs a sequence adapter: make_adapter(shape, D, caption_channels, n_tokens=128)")
+    if adapter.mode != 'sequence':
+        raise ValueError(
+            "the conditioning route needs a sequence adapter: make_adapter(shape, D, caption_channels, n_tokens=128)"
+        )
     cc = transformer.config.caption_channels
-    if adapter.out_dim != cc: raise ValueError(f"the adapter makes {adapter.out_dim}-wide embeddings but the transformer takes caption_channels={cc}")
+    if adapter.out_dim != cc:
+        raise ValueError(f"the adapter makes {adapter.out_dim}-wide embeddings but the transformer takes "
+                         f"caption_channels={cc}")
     device = torch.device(device or next(transformer.parameters()).device)
     _rank_share(len(z), batch_size, world)
-    torch.manual_seed(seed); g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
     transformer.requires_grad_(train_transformer).train(train_transformer)
     adapter = adapter.to(device).fit_norm(z.to(device) if torch.is_tensor(z) else z).train()
     net = _data_parallel(adapter, world)
@@ -311,26 +419,51 @@ def train_conditioning_route(adapter, transformer, z, latents, steps=120, lr=2e-
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     adapter.history = []
     with one_cpu_thread(device):
-        for b in tqdm(_batches(len(z), batch_size, steps, seed), total=steps, desc=f'conditioning route {type(adapter).__name__}', disable=not progress, leave=False):
+        for b in tqdm(
+            _batches(len(z), batch_size, steps, seed),
+            total=steps,
+            desc=f'conditioning route {type(adapter).__name__}',
+            disable=not progress,
+            leave=False,
+        ):
             b = b[rank::world]
             emb, mask = net(latent_rows(z, b).to(device))
-            loss = flow_matching_loss(tnet, latent_rows(latents, b).to(device), emb, mask, frame_rate, generator=g, share=(rank, world))
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+            loss = flow_matching_loss(
+                tnet, latent_rows(latents, b).to(device), emb, mask, frame_rate, generator=g, share=(rank, world)
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
             adapter.history.append(_mean_over_ranks(dict(loss=loss.item()), world, device))
     transformer.requires_grad_(False).eval()
     return adapter.eval()
 
 @torch.no_grad()
-def sample_conditioning_route(pipe, adapter, z, num_frames, height, width, steps=4, frame_rate=25.0, seed=0, batch_size=8) -> torch.Tensor:
-    "Frames `(n, T, 3, H, W)` in `[0, 1]` sampled by `pipe` from the adapter's `prompt_embeds` (few steps, no guidance)."
-    dev = adapter.mu.device; out = []
+def sample_conditioning_route(
+    pipe, adapter, z, num_frames, height, width, steps=4, frame_rate=25.0, seed=0, batch_size=8
+) -> torch.Tensor:
+    """Frames `(n, T, 3, H, W)` in `[0, 1]` sampled by `pipe` from the adapter's `prompt_embeds` (few steps, no
+    guidance)."""
+    dev = adapter.mu.device
+    out = []
     tc = getattr(pipe.vae.config, 'timestep_conditioning', False)
     for i in range(0, len(z), batch_size):
         emb, mask = adapter(z[i:i + batch_size].to(dev))
-        r = pipe(prompt_embeds=emb.to(pipe.transformer.dtype), prompt_attention_mask=mask, height=height, width=width, num_frames=num_frames,
-                 frame_rate=frame_rate, num_inference_steps=steps, guidance_scale=1.0, output_type='pt',
-                 decode_timestep=0.05 if tc else 0.0, decode_noise_scale=0.025 if tc else None,
-                 generator=torch.Generator(device=dev).manual_seed(seed + i))
+        r = pipe(
+            prompt_embeds=emb.to(pipe.transformer.dtype),
+            prompt_attention_mask=mask,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            frame_rate=frame_rate,
+            num_inference_steps=steps,
+            guidance_scale=1.0,
+            output_type='pt',
+            decode_timestep=0.05 if tc else 0.0,
+            decode_noise_scale=0.025 if tc else None,
+            generator=torch.Generator(device=dev).manual_seed(seed + i),
+        )
         out.append(r.frames.float().cpu())
     return torch.cat(out)
 
@@ -338,12 +471,22 @@ def sample_conditioning_route(pipe, adapter, z, num_frames, height, width, steps
 def frame_metrics(pred: torch.Tensor, true: torch.Tensor, lpips_net: str = 'alex', batch_size: int = 64) -> dict:
     "`{'psnr', 'ssim', 'lpips'}`, each `(n, T)` numpy, for videos `(n, T, 3, H, W)` in `[0, 1]`."
     from foresight.metrics import psnr, ssim, lpips_distance
-    if pred.shape != true.shape: raise ValueError(f"prediction {tuple(pred.shape)} and original {tuple(true.shape)} differ: render at the original's size and frame count")
-    n, T = pred.shape[:2]; a, b = pred.flatten(0, 1).float(), true.flatten(0, 1).float()
+    if pred.shape != true.shape:
+        raise ValueError(
+            f"prediction {tuple(pred.shape)} and original {tuple(true.shape)} differ: render at the original's size "
+            f"and frame count"
+        )
+    n, T = pred.shape[:2]
+    a, b = pred.flatten(0, 1).float(), true.flatten(0, 1).float()
     out = {}
     with torch.no_grad():
         for name, fn in (('psnr', psnr), ('ssim', ssim), ('lpips', lambda x, y: lpips_distance(x, y, net=lpips_net))):
-            out[name] = torch.cat([fn(a[i:i + batch_size], b[i:i + batch_size]).cpu() for i in range(0, len(a), batch_size)]).view(n, T).numpy()
+            out[name] = (
+                torch.cat([fn(a[i : i + batch_size], b[i : i + batch_size]).cpu()
+                           for i in range(0, len(a), batch_size)])
+                .view(n, T)
+                .numpy()
+            )
     return out
 
 def temporal_consistency(video: torch.Tensor) -> np.ndarray:
@@ -363,28 +506,41 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     "The Fréchet distance between Gaussians fitted to feature sets `x (n, d)` and `y (m, d)`."
     import scipy.linalg
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if len(x) < 2 or len(y) < 2: raise ValueError(f"the Fréchet distance needs at least 2 feature vectors per set; got {len(x)} and {len(y)}")
-    mx, my = x.mean(0), y.mean(0); cx, cy = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError(f"the Fréchet distance needs at least 2 feature vectors per set; got {len(x)} and {len(y)}")
+    mx, my = x.mean(0), y.mean(0)
+    cx, cy = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
     covmean = scipy.linalg.sqrtm(cx @ cy)
     if not np.isfinite(covmean).all():
-        off = np.eye(len(cx)) * 1e-6; covmean = scipy.linalg.sqrtm((cx + off) @ (cy + off))
+        off = np.eye(len(cx)) * 1e-6
+        covmean = scipy.linalg.sqrtm((cx + off) @ (cy + off))
     return float(((mx - my) ** 2).sum() + np.trace(cx) + np.trace(cy) - 2 * np.trace(covmean.real))
 
 def i3d_features(detector, videos: torch.Tensor, batch_size: int = 8) -> np.ndarray:
     "I3D features of videos `(n, T, 3, H, W)` in `[0, 1]` (resized to 224², scaled to `[-1, 1]`)."
-    dev = next(iter(detector.parameters()), torch.empty(0)).device; out = []
+    dev = next(iter(detector.parameters()), torch.empty(0)).device
+    out = []
     with torch.no_grad():
         for i in range(0, len(videos), batch_size):
             v = videos[i:i + batch_size].float()
             n, T = v.shape[:2]
-            v = F.interpolate(v.flatten(0, 1), size=(224, 224), mode='bilinear', align_corners=False).view(n, T, 3, 224, 224)
-            out.append(detector(v.permute(0, 2, 1, 3, 4).to(dev) * 2 - 1, rescale=False, resize=False, return_features=True).float().cpu())
+            v = F.interpolate(v.flatten(0, 1), size=(224, 224), mode='bilinear', align_corners=False)
+            v = v.view(n, T, 3, 224, 224)
+            out.append(
+                detector(v.permute(0, 2, 1, 3, 4).to(dev) * 2 - 1, rescale=False, resize=False, return_features=True)
+                .float()
+                .cpu()
+            )
     return torch.cat(out).numpy()
 
 def fvd(real: torch.Tensor, fake: torch.Tensor, i3d_path) -> float:
     "FVD between two sets of videos `(n, T, 3, H, W)` in `[0, 1]`, with the TorchScript I3D at `i3d_path`."
     p = Path(i3d_path)
-    if not p.exists(): raise FileNotFoundError(f"I3D weights not found at {p}: pass the local path of i3d_torchscript.pt (nothing is downloaded), or leave i3d empty to skip FVD")
+    if not p.exists():
+        raise FileNotFoundError(
+            f"I3D weights not found at {p}: pass the local path of i3d_torchscript.pt (nothing is downloaded), or "
+            f"leave i3d empty to skip FVD"
+        )
     det = torch.jit.load(str(p), map_location='cuda' if torch.cuda.is_available() else 'cpu').eval()
     return frechet_distance(i3d_features(det, real), i3d_features(det, fake))
 
@@ -398,10 +554,13 @@ class _FakeI3D(nn.Module):
 def label_frames(video: torch.Tensor, text: str) -> np.ndarray:
     "`(T, H, W, 3) uint8` frames of `video (T, 3, H, W)` in `[0, 1]` with `text` written in the top-left corner."
     from PIL import Image, ImageDraw
-    fr = (video.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8); out = []
+    fr = (video.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    out = []
     for f in fr:
-        im = Image.fromarray(f); d = ImageDraw.Draw(im)
-        d.rectangle([0, 0, 6 * len(text) + 3, 11], fill=(0, 0, 0)); d.text((2, 0), text, fill=(255, 255, 255))
+        im = Image.fromarray(f)
+        d = ImageDraw.Draw(im)
+        d.rectangle([0, 0, 6 * len(text) + 3, 11], fill=(0, 0, 0))
+        d.text((2, 0), text, fill=(255, 255, 255))
         out.append(np.asarray(im))
     return np.stack(out)
 
@@ -436,12 +595,14 @@ def training_figure(trained: dict):
 
 def side_by_side(columns: dict, rows=None) -> np.ndarray:
     "`(T, rows·H, cols·W, 3) uint8`: `columns` maps a label to videos `(n, T, 3, H, W)`; one row per clip."
-    n = next(iter(columns.values())).shape[0]; rows = range(n) if rows is None else rows
+    n = next(iter(columns.values())).shape[0]
+    rows = range(n) if rows is None else rows
     return np.concatenate([np.concatenate([label_frames(v[i], k) for k, v in columns.items()], 2) for i in rows], 1)
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #4f3de4ba
 def count_objects(frame: np.ndarray, thresh: float = 40.0, min_area: int = 12) -> int:
-    "Blobs of at least `min_area` px whose colour differs from the frame's median (its background) by more than `thresh`."
+    """Blobs of at least `min_area` px whose colour differs from the frame's median (its background) by more than
+    `thresh`."""
     from scipy import ndimage
     f = np.asarray(frame, np.float32)
     fg = np.abs(f - np.median(f.reshape(-1, 3), 0)).max(-1) > thresh
@@ -449,53 +610,96 @@ def count_objects(frame: np.ndarray, thresh: float = 40.0, min_area: int = 12) -
     return int((np.bincount(lab.ravel())[1:] >= min_area).sum()) if n else 0
 
 def count_agreement(pred: torch.Tensor, true: torch.Tensor, **kw) -> np.ndarray:
-    "`(n,)` share of frames whose object count on the reconstruction equals that on the original (videos `(n, T, 3, H, W)` in [0, 1])."
+    """`(n,)` share of frames whose object count on the reconstruction equals that on the original (videos `(n, T, 3, H,
+    W)` in [0, 1])."""
     u8 = lambda v: (v.clamp(0, 1).permute(0, 1, 3, 4, 2).cpu().numpy() * 255).round().astype(np.uint8)
     a, b = u8(pred), u8(true)
-    return np.array([[count_objects(x, **kw) == count_objects(y, **kw) for x, y in zip(ca, cb)] for ca, cb in zip(a, b)], float).mean(1)
+    return np.array(
+        [[count_objects(x, **kw) == count_objects(y, **kw) for x, y in zip(ca, cb)] for ca, cb in zip(a, b)], float
+    ).mean(1)
 
 def _gif_uri(frames: np.ndarray, fps: float) -> str:
     import base64, io
     from PIL import Image
-    buf = io.BytesIO(); ims = [Image.fromarray(x) for x in frames]
+    buf = io.BytesIO()
+    ims = [Image.fromarray(x) for x in frames]
     ims[0].save(buf, format='GIF', save_all=True, append_images=ims[1:], duration=max(20, int(1000 / fps)), loop=0)
     return 'data:image/gif;base64,' + base64.b64encode(buf.getvalue()).decode()
 
-def human_eval_sheet(path, originals: torch.Tensor, recons: torch.Tensor, ids, fps: float = 8.0, seed: int = 0, title: str = 'Same scene?') -> Path:
+def human_eval_sheet(
+    path,
+    originals: torch.Tensor,
+    recons: torch.Tensor,
+    ids,
+    fps: float = 8.0,
+    seed: int = 0,
+    title: str = 'Same scene?',
+) -> Path:
     """A self-contained HTML rating page: per clip, original and reconstruction side by side (left/right at random,
     the key kept in the page), "Is this the same scene?" and a 1-5 rating; "Save answers" downloads `ratings.json`."""
     import html, json as _json
     u8 = lambda v: (v.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    rng = np.random.default_rng(seed); rows, key = [], {}
+    rng = np.random.default_rng(seed)
+    rows, key = [], {}
     for i, (o, r, cid) in enumerate(zip(originals, recons, ids)):
-        swap = bool(rng.integers(2)); key[str(cid)] = 'right' if swap else 'left'
+        swap = bool(rng.integers(2))
+        key[str(cid)] = 'right' if swap else 'left'
         a, b = (r, o) if swap else (o, r)
-        rows.append(f'<div class="clip" data-id="{html.escape(str(cid))}"><h3>Clip {i + 1}</h3>'
-                    f'<img src="{_gif_uri(u8(a), fps)}"> <img src="{_gif_uri(u8(b), fps)}"><p>Is this the same scene? '
-                    f'<label><input type="radio" name="same{i}" value="yes">yes</label> <label><input type="radio" name="same{i}" value="no">no</label>'
-                    f' &nbsp; How close (1 = unrelated, 5 = identical)? <select name="rating{i}"><option></option>'
-                    + ''.join(f'<option>{k}</option>' for k in range(1, 6)) + '</select></p></div>')
-    script = ('<script>const KEY = ' + _json.dumps(key) + ';\nfunction save() {\n const out = {rater: document.getElementById("rater").value, '
-              'original_side: KEY, answers: []};\n document.querySelectorAll(".clip").forEach((d, i) => {\n  const s = d.querySelector(`input[name=same${i}]:checked`);\n'
-              '  out.answers.push({id: d.dataset.id, same_scene: s ? s.value : null, rating: d.querySelector(`select[name=rating${i}]`).value || null});\n });\n'
-              ' const a = document.createElement("a");\n a.href = URL.createObjectURL(new Blob([JSON.stringify(out, null, 1)], {type: "application/json"}));\n'
-              ' a.download = "ratings.json"; a.click();\n}\n</script>')
-    page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>img{{width:45%}} .clip{{margin:1em 0}}</style></head>'
-            f'<body><h1>{html.escape(title)}</h1><p>Each row shows two clips: an original and its reconstruction, in random order. '
-            f'Answer for every row, then press Save.</p><p>Rater: <input id="rater"></p>' + ''.join(rows) +
-            '<button onclick="save()">Save answers</button>' + script + '</body></html>')
-    p = Path(path); p.write_text(page); return p
+        rows.append(
+            f'<div class="clip" data-id="{html.escape(str(cid))}"><h3>Clip {i + 1}</h3>'
+            f'<img src="{_gif_uri(u8(a), fps)}"> <img src="{_gif_uri(u8(b), fps)}"><p>Is this the same scene? '
+            f'<label><input type="radio" name="same{i}" value="yes">yes</label> <label><input type="radio" '
+            f'name="same{i}" value="no">no</label>'
+            f' &nbsp; How close (1 = unrelated, 5 = identical)? <select name="rating{i}"><option></option>'
+            + ''.join(f'<option>{k}</option>' for k in range(1, 6))
+            + '</select></p></div>'
+        )
+    script = (
+        '<script>const KEY = '
+        + _json.dumps(key)
+        + ';\nfunction save() {\n const out = {rater: document.getElementById("rater").value, '
+        'original_side: KEY, answers: []};\n document.querySelectorAll(".clip").forEach((d, i) => {\n  const s = '
+        'd.querySelector(`input[name=same${i}]:checked`);\n'
+        '  out.answers.push({id: d.dataset.id, same_scene: s ? s.value : null, rating: '
+        'd.querySelector(`select[name=rating${i}]`).value || null});\n });\n'
+        ' const a = document.createElement("a");\n a.href = URL.createObjectURL(new Blob([JSON.stringify(out, null, '
+        '1)], {type: "application/json"}));\n'
+        ' a.download = "ratings.json"; a.click();\n}\n</script>'
+    )
+    page = (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>img{{width:45%}} '
+        f'.clip{{margin:1em 0}}</style></head>'
+        f'<body><h1>{html.escape(title)}</h1><p>Each row shows two clips: an original and its reconstruction, in '
+        f'random order. '
+        f'Answer for every row, then press Save.</p><p>Rater: <input id="rater"></p>'
+        + ''.join(rows)
+        + '<button onclick="save()">Save answers</button>'
+        + script
+        + '</body></html>'
+    )
+    p = Path(path)
+    p.write_text(page)
+    return p
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #f8860a05
 def load_clips(dataset: str, n: int, frames: int, size: int, seed: int = 0) -> list:
-    "`n` clips of `frames` frames at `size` px: a synthetic world (`digits`, `balls`, `actions`), `shipped` real footage, or a folder of videos."
+    """`n` clips of `frames` frames at `size` px: a synthetic world (`digits`, `balls`, `actions`), `shipped` real
+    footage, or a folder of videos."""
     from foresight.data import moving_digits, bouncing_balls, action_world, shipped_clips, folder_refs, Clip
     if dataset == 'digits': return moving_digits(n, frames=frames, size=size, seed=seed)
     if dataset == 'balls': return bouncing_balls(n, frames=frames, size=size, seed=seed)
-    if dataset == 'actions': return [Clip(c.id, c.frames, c.fps, c.label, c.text) for c in action_world(n, context=frames, future=1, size=size, seed=seed)]
+    if dataset == 'actions':
+        return [
+            Clip(c.id, c.frames, c.fps, c.label, c.text)
+            for c in action_world(n, context=frames, future=1, size=size, seed=seed)
+        ]
     if dataset == 'shipped':
         cs = shipped_clips(frames=frames, size=math.ceil(size / 28) * 28)
-        if len(cs) < n: raise ValueError(f"dataset 'shipped' has {len(cs)} real clips; ask for at most that many (n_train + n_test), or use a folder")
+        if len(cs) < n:
+            raise ValueError(
+                f"dataset 'shipped' has {len(cs)} real clips; ask for at most that many (n_train + n_test), or use a "
+                f"folder"
+            )
         return [c for c in cs if c.frames.shape[0] == frames][:n]
     if Path(dataset).is_dir():
         cs = [r.load(max_frames=frames, size=size) for r in folder_refs(dataset)]
@@ -512,13 +716,16 @@ def order_by_group(groups, sizes, seed: int = 0) -> list:
     if sum(sizes) != len(groups): raise ValueError(f"block sizes {sizes} do not add up to the {len(groups)} items")
     by = {}
     for i, g in enumerate(groups): by.setdefault(g, []).append(i)
-    rng = np.random.default_rng(seed); keys = list(by); rng.shuffle(keys)
+    rng = np.random.default_rng(seed)
+    keys = list(by)
+    rng.shuffle(keys)
     room, blocks = list(sizes), [[] for _ in sizes]
     for g in sorted(keys, key=lambda g: -len(by[g])):
         fits = [b for b in range(len(sizes)) if room[b] >= len(by[g])]
         for i in by[g]:
             b = max(fits, key=lambda b: room[b]) if fits else max(range(len(sizes)), key=lambda b: room[b])
-            blocks[b].append(i); room[b] -= 1
+            blocks[b].append(i)
+            room[b] -= 1
     return [i for b in blocks for i in b]
 
 def clip_tensors(clips, vlm_size: int, vae_size: int) -> tuple:

@@ -12,7 +12,7 @@ __all__ = ['HEADS', 'cxcywh_to_xyxy', 'xyxy_to_cxcywh', 'box_area', 'box_iou', '
            'per_image', 'degradation_figure', 'box_grid']
 
 # %% ../nbs/04_e1_4_spatial.ipynb #9b1a0ec4
-import math, time
+import math
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -35,13 +35,15 @@ def box_area(b: torch.Tensor) -> torch.Tensor:
 def _as_boxes(b):
     # tensors stay on their device and in the graph (the set loss differentiates through GIoU)
     b = b.float() if torch.is_tensor(b) else torch.as_tensor(np.asarray(b), dtype=torch.float32)
-    if b.shape[-1] != 4: raise ValueError(f"boxes must have 4 coordinates (x0, y0, x1, y1) in the last axis; got shape {tuple(b.shape)}")
+    if b.shape[-1] != 4:
+        raise ValueError(f"boxes must have 4 coordinates (x0, y0, x1, y1) in the last axis; got shape {tuple(b.shape)}")
     return b
 
 # %% ../nbs/04_e1_4_spatial.ipynb #9f843cc0
 def _inter_union(a, b):
     "Pairwise intersection and union areas of corner boxes."
-    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2]); rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
     return inter, box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
 
@@ -54,7 +56,8 @@ def generalized_box_iou(a, b) -> torch.Tensor:
     "Pairwise generalised IoU (IoU minus the share of the enclosing box that neither box covers), in `[-1, 1]`."
     a, b = _as_boxes(a), _as_boxes(b)
     inter, union = _inter_union(a, b)
-    lo = torch.minimum(a[..., :, None, :2], b[..., None, :, :2]); hi = torch.maximum(a[..., :, None, 2:], b[..., None, :, 2:])
+    lo = torch.minimum(a[..., :, None, :2], b[..., None, :, :2])
+    hi = torch.maximum(a[..., :, None, 2:], b[..., None, :, 2:])
     hull = (hi - lo).clamp(min=0).prod(-1)
     return inter / union.clamp(min=1e-9) - (hull - union) / hull.clamp(min=1e-9)
 
@@ -72,7 +75,8 @@ def box_errors(pred, true) -> dict:
     """Per true object, after Hungarian matching: `iou`, `centre` (distance in image units), `size`
     (mean relative width/height error) and `matched` (False for objects without a prediction)."""
     pred, true = _as_boxes(pred).reshape(-1, 4), _as_boxes(true).reshape(-1, 4)
-    n = len(true); out = dict(iou=np.zeros(n), centre=np.full(n, np.nan), size=np.full(n, np.nan), matched=np.zeros(n, bool))
+    n = len(true)
+    out = dict(iou=np.zeros(n), centre=np.full(n, np.nan), size=np.full(n, np.nan), matched=np.zeros(n, bool))
     if len(pred) == 0 or n == 0: return out
     r, c = match_boxes(pred, true)
     p, t = pred[r], true[c]
@@ -93,12 +97,15 @@ def evaluate_boxes(preds, trues) -> dict:
 # %% ../nbs/04_e1_4_spatial.ipynb #1fa47443
 def grid_centres(h: int, w: int, device=None) -> torch.Tensor:
     "`(h*w, 2)` centres `(x, y)` of a row-major `h × w` token grid, in `[0, 1]` image units."
-    ys, xs = torch.meshgrid((torch.arange(h, device=device) + 0.5) / h, (torch.arange(w, device=device) + 0.5) / w, indexing='ij')
+    ys, xs = torch.meshgrid(
+        (torch.arange(h, device=device) + 0.5) / h, (torch.arange(w, device=device) + 0.5) / w, indexing='ij'
+    )
     return torch.stack([xs, ys], -1).reshape(-1, 2)
 
 def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
     "`(h*w, dim)` sinusoidal encoding of the token centres (half the channels for x, half for y)."
-    xy = grid_centres(h, w, device); q = dim // 4
+    xy = grid_centres(h, w, device)
+    q = dim // 4
     freq = 2 ** torch.arange(q, device=device, dtype=torch.float32) * math.pi
     ang = xy[:, :, None] * freq                          # (N, 2, q)
     enc = torch.cat([ang.sin(), ang.cos()], -1).reshape(len(xy), -1)
@@ -108,7 +115,9 @@ def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
 def set_loss(pred_xyxy: torch.Tensor, true_xyxy: torch.Tensor) -> torch.Tensor:
     "DETR's set loss for `(B, K, 4)` predictions and targets: Hungarian matching per image, then L1 + (1 − GIoU)."
     with torch.no_grad():
-        cost = torch.cdist(xyxy_to_cxcywh(pred_xyxy), xyxy_to_cxcywh(true_xyxy), p=1) - generalized_box_iou(pred_xyxy, true_xyxy)
+        cost = torch.cdist(xyxy_to_cxcywh(pred_xyxy), xyxy_to_cxcywh(true_xyxy), p=1) - generalized_box_iou(
+            pred_xyxy, true_xyxy
+        )
         idx = [linear_sum_assignment(c) for c in cost.cpu().numpy()]
     b = torch.cat([torch.full((len(r),), i) for i, (r, _) in enumerate(idx)]).to(pred_xyxy.device)
     r = torch.as_tensor(np.concatenate([r for r, _ in idx]), device=pred_xyxy.device)
@@ -119,14 +128,19 @@ def set_loss(pred_xyxy: torch.Tensor, true_xyxy: torch.Tensor) -> torch.Tensor:
     return (l1 + 1 - giou).mean()
 
 class BoxHead(nn.Module):
-    "Base of the position heads: standardises `(B, h, w, D)` latents; `forward` returns `{'boxes': (B, K, 4)}` corner boxes."
+    """Base of the position heads: standardises `(B, h, w, D)` latents; `forward` returns `{'boxes': (B, K, 4)}` corner
+    boxes."""
     def __init__(self, dim: int, k: int = 1):
-        super().__init__(); self.dim, self.k = dim, k
-        self.register_buffer('mu', torch.zeros(dim)); self.register_buffer('sd', torch.ones(dim))
+        super().__init__()
+        self.dim, self.k = dim, k
+        self.register_buffer('mu', torch.zeros(dim))
+        self.register_buffer('sd', torch.ones(dim))
     def fit_norm(self, z: torch.Tensor):
         "Per-channel mean and spread of the training latents."
         flat = z.reshape(-1, z.shape[-1]).float()
-        self.mu.copy_(flat.mean(0)); self.sd.copy_(flat.std(0).clamp(min=1e-6)); return self
+        self.mu.copy_(flat.mean(0))
+        self.sd.copy_(flat.std(0).clamp(min=1e-6))
+        return self
     def norm(self, z):
         if z.ndim != 4 or z.shape[-1] != self.dim:
             raise ValueError(f"a position head takes (B, h, w, {self.dim}) latents; got {tuple(z.shape)} "
@@ -139,37 +153,47 @@ class MeanPoolHead(BoxHead):
     "The plan's probe: mean-pool the tokens, then an MLP to `K` boxes (centre and size through a sigmoid)."
     def __init__(self, dim, k=1, hidden=128):
         super().__init__(dim, k)
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 4 * k))
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 4 * k)
+        )
     def forward(self, z):
         z = self.norm(z)
         return dict(boxes=cxcywh_to_xyxy(self.net(z.flatten(1, 2).mean(1)).sigmoid().view(len(z), self.k, 4)))
 
 # %% ../nbs/04_e1_4_spatial.ipynb #637002fd
 class QueryHead(BoxHead):
-    "Attention pooling with `K` learned queries; centres by soft-argmax over token positions (plus an offset), sizes by an MLP."
+    """Attention pooling with `K` learned queries; centres by soft-argmax over token positions (plus an offset), sizes
+    by an MLP."""
     def __init__(self, dim, k=1, hidden=128, heads=4, layers=1):
         super().__init__(dim, k)
         self.inp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))
         self.queries = nn.Parameter(torch.randn(k, hidden) * 0.5)
-        self.dec = nn.TransformerDecoder(nn.TransformerDecoderLayer(hidden, heads, 2 * hidden, dropout=0.0, batch_first=True, norm_first=True), layers)
+        self.dec = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(hidden, heads, 2 * hidden, dropout=0.0, batch_first=True, norm_first=True),
+            layers
+        )
         self.ptr_q, self.ptr_k = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 4))
     def forward(self, z):
         B, h, w, _ = z.shape
         mem = self.inp(self.norm(z).flatten(1, 2)) + sincos_2d(h, w, self.queries.shape[1], z.device)
         q = self.dec(self.queries.expand(B, -1, -1), mem)
-        att = torch.softmax(self.ptr_q(q) @ self.ptr_k(mem).transpose(1, 2) / math.sqrt(mem.shape[-1]), -1)   # (B, K, N)
+        att = torch.softmax(self.ptr_q(q) @ self.ptr_k(mem).transpose(1, 2) / math.sqrt(mem.shape[-1]), -1)  # (B, K, N)
         o = self.out(q)
         centre = att @ grid_centres(h, w, z.device) + torch.tanh(o[..., :2]) / torch.tensor([w, h], device=z.device)
         return dict(boxes=cxcywh_to_xyxy(torch.cat([centre, o[..., 2:].sigmoid()], -1)), attention=att)
 
 # %% ../nbs/04_e1_4_spatial.ipynb #2e6919de
 class TokenHead(BoxHead):
-    "Per-token objectness and box regression over a small convolutional neighbourhood; the top-`K` tokens are the detections."
+    """Per-token objectness and box regression over a small convolutional neighbourhood; the top-`K` tokens are the
+    detections."""
     def __init__(self, dim, k=1, hidden=128):
         super().__init__(dim, k)
         self.inp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU())
-        self.ctx = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU())
+        self.ctx = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU()
+        )
         self.out = nn.Linear(hidden, 5)
     def forward(self, z):
         B, h, w, _ = z.shape
@@ -178,14 +202,20 @@ class TokenHead(BoxHead):
         centre = grid_centres(h, w, z.device) + torch.tanh(o[..., 1:3]) / torch.tensor([w, h], device=z.device)
         boxes = cxcywh_to_xyxy(torch.cat([centre, o[..., 3:].sigmoid()], -1))
         top = o[..., 0].topk(min(self.k, h * w), dim=1).indices
-        return dict(boxes=boxes.gather(1, top[..., None].expand(-1, -1, 4)), logits=o[..., 0], all_boxes=boxes, grid=(h, w))
+        chosen = boxes.gather(1, top[..., None].expand(-1, -1, 4))
+        return dict(boxes=chosen, logits=o[..., 0], all_boxes=boxes, grid=(h, w))
     def loss(self, out, true_xyxy):
-        h, w = out['grid']; B, K, _ = true_xyxy.shape
+        h, w = out['grid']
+        B, K, _ = true_xyxy.shape
         c = xyxy_to_cxcywh(true_xyxy)[..., :2]
-        cell = (c[..., 1].mul(h).floor().clamp(0, h - 1) * w + c[..., 0].mul(w).floor().clamp(0, w - 1)).long()   # (B, K)
+        # (B, K)
+        cell = (c[..., 1].mul(h).floor().clamp(0, h - 1) * w + c[..., 0].mul(w).floor().clamp(0, w - 1)).long()
         target = torch.zeros_like(out['logits']).scatter_(1, cell, 1.0)
-        bce = F.binary_cross_entropy_with_logits(out['logits'], target, pos_weight=torch.tensor(h * w / K, device=target.device))
-        p = out['all_boxes'].gather(1, cell[..., None].expand(-1, -1, 4)).reshape(-1, 4); t = true_xyxy.reshape(-1, 4)
+        bce = F.binary_cross_entropy_with_logits(
+            out['logits'], target, pos_weight=torch.tensor(h * w / K, device=target.device)
+        )
+        p = out['all_boxes'].gather(1, cell[..., None].expand(-1, -1, 4)).reshape(-1, 4)
+        t = true_xyxy.reshape(-1, 4)
         l1 = (xyxy_to_cxcywh(p) - xyxy_to_cxcywh(t)).abs().sum(-1)
         giou = generalized_box_iou(p[:, None], t[:, None])[:, 0, 0]
         return bce + (l1 + 1 - giou).mean()
@@ -205,7 +235,10 @@ def train_head(head: BoxHead, z: torch.Tensor, boxes: torch.Tensor, epochs: int 
                batch_size: int = 64, seed: int = 0, device=None, progress: bool = False) -> BoxHead:
     "Fit `head` on latents `z (n, h, w, D)` and corner boxes `(n, K, 4)`; returns it in eval mode with `head.losses`."
     if len(z) != len(boxes): raise ValueError(f"{len(z)} latents but {len(boxes)} box sets: they must pair up")
-    if boxes.shape[1] != head.k: raise ValueError(f"the head predicts {head.k} boxes but the targets hold {boxes.shape[1]}: build it with k={boxes.shape[1]}")
+    if boxes.shape[1] != head.k:
+        raise ValueError(
+            f"the head predicts {head.k} boxes but the targets hold {boxes.shape[1]}: build it with k={boxes.shape[1]}"
+        )
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     with one_cpu_thread(device): return _train(head, z, boxes, epochs, lr, batch_size, seed, device, progress)
 
@@ -216,14 +249,19 @@ def _train(head, z, boxes, epochs, lr, batch_size, seed, device, progress):
     z, boxes = z.to(device).float(), torch.as_tensor(boxes, dtype=torch.float32, device=device)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    g = torch.Generator().manual_seed(seed); head.losses = []
+    g = torch.Generator().manual_seed(seed)
+    head.losses = []
     for _ in tqdm(range(epochs), desc=f'train {type(head).__name__}', disable=not progress, leave=False):
         perm, tot = torch.randperm(len(z), generator=g), 0.0
         for i in range(0, len(z), batch_size):
             b = perm[i:i + batch_size].to(device)
             loss = head.loss(head(z[b]), boxes[b])
-            opt.zero_grad(); loss.backward(); opt.step(); tot += loss.item() * len(b)
-        sched.step(); head.losses.append(tot / len(z))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += loss.item() * len(b)
+        sched.step()
+        head.losses.append(tot / len(z))
     return head.eval()
 
 @torch.no_grad()
@@ -238,15 +276,21 @@ def planted_latents(n: int, k: int = 1, grid: int = 8, dim: int = 16, seed: int 
     """`(z (n, grid, grid, dim), boxes (n, k, 4))`: each object is one fixed feature vector written into
     the cells its box covers, on Gaussian noise. Position lives only in *which* cells carry it."""
     g = torch.Generator().manual_seed(seed)
-    obj = torch.randn(dim, generator=g); obj = 3 * obj / obj.norm() * math.sqrt(dim) / 2
-    z = noise * torch.randn(n, grid, grid, dim, generator=g); boxes = torch.zeros(n, k, 4)
+    obj = torch.randn(dim, generator=g)
+    obj = 3 * obj / obj.norm() * math.sqrt(dim) / 2
+    z = noise * torch.randn(n, grid, grid, dim, generator=g)
+    boxes = torch.zeros(n, k, 4)
     for i in range(n):
-        taken = torch.zeros(grid, grid, dtype=torch.bool); j = 0
+        taken = torch.zeros(grid, grid, dtype=torch.bool)
+        j = 0
         while j < k:
-            s = int(torch.randint(2, 4, (1,), generator=g)); x, y = torch.randint(0, grid - s + 1, (2,), generator=g).tolist()
+            s = int(torch.randint(2, 4, (1,), generator=g))
+            x, y = torch.randint(0, grid - s + 1, (2,), generator=g).tolist()
             if taken[y:y + s, x:x + s].any(): continue
-            taken[y:y + s, x:x + s] = True; z[i, y:y + s, x:x + s] += obj
-            boxes[i, j] = torch.tensor([x, y, x + s, y + s], dtype=torch.float32) / grid; j += 1
+            taken[y:y + s, x:x + s] = True
+            z[i, y:y + s, x:x + s] += obj
+            boxes[i, j] = torch.tensor([x, y, x + s, y + s], dtype=torch.float32) / grid
+            j += 1
     return z, boxes
 
 # %% ../nbs/04_e1_4_spatial.ipynb #c5944124
@@ -260,11 +304,16 @@ def object_scenes(k: int, n: int, size: int = 112, seed: int = 0) -> tuple:
 def draw_boxes(ax, img, true=None, pred=None, title=''):
     "Show `img` with true boxes (solid green) and predicted ones (dashed orange)."
     import matplotlib.patches as mp
-    ax.imshow(img); H, W = img.shape[:2]
+    ax.imshow(img)
+    H, W = img.shape[:2]
     for bs, col, ls in ((true, '#2ecc40', '-'), (pred, '#ff851b', '--')):
         for b in ([] if bs is None else np.asarray(bs)):
-            ax.add_patch(mp.Rectangle((b[0] * W, b[1] * H), (b[2] - b[0]) * W, (b[3] - b[1]) * H, fill=False, ec=col, lw=1.6, ls=ls))
-    ax.set_title(title, fontsize=7); ax.axis('off')
+            ax.add_patch(
+                mp.Rectangle((b[0] * W, b[1] * H), (b[2] - b[0]) * W, (b[3] - b[1]) * H,
+                             fill=False, ec=col, lw=1.6, ls=ls)
+            )
+    ax.set_title(title, fontsize=7)
+    ax.axis('off')
 
 def per_image(ev: dict, key: str) -> np.ndarray:
     "Mean of a per-object error of `evaluate_boxes` over each image's objects (the bootstrap unit is the image)."
@@ -292,8 +341,10 @@ def degradation_figure(res, heads, objects):
 def box_grid(clips, preds, trues, titles, ncol=8):
     "A figure of images with their true and predicted boxes."
     import matplotlib.pyplot as plt
-    n = len(clips); nrow = max(1, math.ceil(n / ncol))
+    n = len(clips)
+    nrow = max(1, math.ceil(n / ncol))
     fig, axs = plt.subplots(nrow, ncol, figsize=(1.6 * ncol, 1.7 * nrow), squeeze=False)
     for ax in axs.flat: ax.axis('off')
     for ax, c, p, t, ti in zip(axs.flat, clips, preds, trues, titles): draw_boxes(ax, c.frames[0], t, p, ti)
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig

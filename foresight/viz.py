@@ -13,7 +13,7 @@ __all__ = ['EMBEDDINGS', 'reduce_pca', 'embed_2d', 'silhouette', 'silhouette_per
            'view_name']
 
 # %% ../nbs/01_e1_1_latent_viz.ipynb #a03d4a79
-import math, warnings
+import warnings
 import numpy as np, torch
 
 # %% ../nbs/01_e1_1_latent_viz.ipynb #c82f8f10
@@ -22,7 +22,10 @@ EMBEDDINGS = ('tsne', 'umap', 'pca')
 def _features(X, name='X') -> np.ndarray:
     "`X` (array, tensor or list) as a float32 `(n, d)` numpy array, with a clear error otherwise."
     a = X.detach().float().cpu().numpy() if torch.is_tensor(X) else np.asarray(X, dtype=np.float32)
-    if a.ndim != 2: raise ValueError(f"{name}: expected (n, d) features, one row per sample, got shape {a.shape}; flatten each sample first")
+    if a.ndim != 2:
+        raise ValueError(
+            f"{name}: expected (n, d) features, one row per sample, got shape {a.shape}; flatten each sample first"
+        )
     if not np.isfinite(a).all(): raise ValueError(f"{name}: holds NaN or Inf values")
     return a.astype(np.float32)
 
@@ -37,7 +40,8 @@ def embed_2d(X, method: str = 'tsne', seed: int = 0, **kw) -> np.ndarray:
     """A seeded 2-D embedding `(n, 2)` of `(n, d)` features by `tsne`, `umap` or `pca`. Extra keyword
     arguments go to `sklearn.manifold.TSNE` / `umap.UMAP`."""
     if method not in EMBEDDINGS: raise ValueError(f"method={method!r}: use one of {', '.join(EMBEDDINGS)}")
-    X = _features(X); n = len(X)
+    X = _features(X)
+    n = len(X)
     if n < 4: raise ValueError(f"a 2-D embedding needs at least 4 samples, got {n}")
     Z = reduce_pca(X, 50, seed)
     if method == 'pca': return reduce_pca(Z, 2, seed) if Z.shape[1] > 2 else Z
@@ -48,7 +52,11 @@ def embed_2d(X, method: str = 'tsne', seed: int = 0, **kw) -> np.ndarray:
     import umap
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # umap warns that a seed turns off its parallelism: that is the point
-        return umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed, **kw).fit_transform(Z).astype(np.float32)
+        return (
+            umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed, **kw)
+            .fit_transform(Z)
+            .astype(np.float32)
+        )
 
 # %% ../nbs/01_e1_1_latent_viz.ipynb #be529bfb
 def _labels(labels, n) -> np.ndarray:
@@ -59,39 +67,50 @@ def _labels(labels, n) -> np.ndarray:
 def silhouette(X, labels, metric: str = 'cosine') -> float:
     "Mean silhouette score of `X` grouped by `labels` (`sklearn.metrics.silhouette_score`)."
     from sklearn.metrics import silhouette_score
-    X = _features(X); y = _labels(labels, len(X)); k = len(set(y))
-    if not 2 <= k <= len(X) - 1: raise ValueError(f"silhouette needs 2..n-1 distinct labels, got {k} for {len(X)} samples")
+    X = _features(X)
+    y = _labels(labels, len(X))
+    k = len(set(y))
+    if not 2 <= k <= len(X) - 1:
+        raise ValueError(f"silhouette needs 2..n-1 distinct labels, got {k} for {len(X)} samples")
     return float(silhouette_score(X, y, metric=metric))
 
 def silhouette_per_label(X, labels, metric: str = 'cosine') -> dict:
     "`{label: mean silhouette of its samples}`."
     from sklearn.metrics import silhouette_samples
-    X = _features(X); y = _labels(labels, len(X)); s = silhouette_samples(X, y, metric=metric)
+    X = _features(X)
+    y = _labels(labels, len(X))
+    s = silhouette_samples(X, y, metric=metric)
     return {l: float(s[y == l].mean()) for l in sorted(set(y))}
 
-def knn_predictions(X, labels, k: int = 5, folds: int = 5, metric: str = 'cosine', seed: int = 0, groups=None) -> np.ndarray:
+def knn_predictions(
+    X, labels, k: int = 5, folds: int = 5, metric: str = 'cosine', seed: int = 0, groups=None
+) -> np.ndarray:
     """Cross-validated k-NN predictions: each sample's label predicted from the other folds. Stratified
     folds when every label has at least `folds` samples, shuffled plain folds otherwise; with `groups`
     (e.g. the image each token comes from) a group never spans two folds, so neighbours come from
     other groups."""
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.model_selection import cross_val_predict, StratifiedKFold, KFold, GroupKFold
-    X = _features(X); y = _labels(labels, len(X))
+    X = _features(X)
+    y = _labels(labels, len(X))
     if groups is not None:
-        groups = np.asarray(groups); folds = min(folds, len(np.unique(groups)))
+        groups = np.asarray(groups)
+        folds = min(folds, len(np.unique(groups)))
         if folds < 2: raise ValueError("k-NN accuracy with groups needs at least 2 groups")
         cv = list(GroupKFold(folds).split(X, y, groups))
     else:
         folds = min(folds, len(X))
         if folds < 2: raise ValueError(f"k-NN accuracy needs at least 2 samples, got {len(X)}")
         _, counts = np.unique(y, return_counts=True)
-        cv = list((StratifiedKFold if counts.min() >= folds else KFold)(folds, shuffle=True, random_state=seed).split(X, y))
+        splitter = StratifiedKFold if counts.min() >= folds else KFold
+        cv = list(splitter(folds, shuffle=True, random_state=seed).split(X, y))
     k = max(1, min(k, min(len(tr) for tr, _ in cv)))
     return cross_val_predict(KNeighborsClassifier(k, metric=metric), X, y, cv=cv)
 
 def knn_accuracy(X, labels, k: int = 5, folds: int = 5, metric: str = 'cosine', seed: int = 0, groups=None) -> float:
     "Cross-validated k-NN accuracy of predicting `labels` from `X` (folds respect `groups` when given)."
-    return float((knn_predictions(X, labels, k, folds, metric, seed, groups) == _labels(labels, len(_features(X)))).mean())
+    hits = knn_predictions(X, labels, k, folds, metric, seed, groups) == _labels(labels, len(_features(X)))
+    return float(hits.mean())
 
 def chance_accuracy(labels) -> float:
     "The accuracy of always guessing the most common label."
@@ -104,17 +123,27 @@ def cluster_stats(X, labels, k: int = 5, folds: int = 5, metric: str = 'cosine',
     same measure with labels shuffled, mean of `n_null`), the chance accuracy, and the counts."""
     from foresight.stats import bootstrap_ci
     from sklearn.metrics import silhouette_samples
-    X = _features(X); y = _labels(labels, len(X))
+    X = _features(X)
+    y = _labels(labels, len(X))
     s = silhouette_samples(X, y, metric=metric)
     hit = (knn_predictions(X, y, k, folds, metric, seed, groups) == y).astype(float)
-    g = np.random.default_rng(seed); null_s, null_k = [], []
+    g = np.random.default_rng(seed)
+    null_s, null_k = [], []
     for _ in range(n_null):
         ys = g.permutation(y)
-        null_s.append(float(silhouette_samples(X, ys, metric=metric).mean())); null_k.append(float((knn_predictions(X, ys, k, folds, metric, seed, groups) == ys).mean()))
-    return dict(silhouette=float(s.mean()), silhouette_ci=bootstrap_ci(s, level=level, n_boot=n_boot, method='percentile', seed=seed),
-                silhouette_null=float(np.mean(null_s)) if n_null else float('nan'),
-                knn_accuracy=float(hit.mean()), knn_ci=bootstrap_ci(hit, level=level, n_boot=n_boot, method='percentile', seed=seed),
-                knn_null=float(np.mean(null_k)) if n_null else float('nan'), chance=chance_accuracy(y), n=len(y), n_labels=len(set(y)))
+        null_s.append(float(silhouette_samples(X, ys, metric=metric).mean()))
+        null_k.append(float((knn_predictions(X, ys, k, folds, metric, seed, groups) == ys).mean()))
+    return dict(
+        silhouette=float(s.mean()),
+        silhouette_ci=bootstrap_ci(s, level=level, n_boot=n_boot, method='percentile', seed=seed),
+        silhouette_null=float(np.mean(null_s)) if n_null else float('nan'),
+        knn_accuracy=float(hit.mean()),
+        knn_ci=bootstrap_ci(hit, level=level, n_boot=n_boot, method='percentile', seed=seed),
+        knn_null=float(np.mean(null_k)) if n_null else float('nan'),
+        chance=chance_accuracy(y),
+        n=len(y),
+        n_labels=len(set(y)),
+    )
 
 # %% ../nbs/01_e1_1_latent_viz.ipynb #0928adb5
 def grid_distances(h: int, w: int) -> np.ndarray:
@@ -123,7 +152,8 @@ def grid_distances(h: int, w: int) -> np.ndarray:
     return np.hypot(r[:, None] - r[None], c[:, None] - c[None])
 
 def _slices(grids) -> list:
-    "`(T, H, W, C)` grids (or one grid, or `(H, W, C)` images) as `[(tokens (H·W, C), (H, W)), ...]`, one per temporal slice."
+    """`(T, H, W, C)` grids (or one grid, or `(H, W, C)` images) as `[(tokens (H·W, C), (H, W)), ...]`, one per temporal
+    slice."""
     out = []
     for g in (grids if isinstance(grids, (list, tuple)) else [grids]):
         g = torch.as_tensor(g).detach().float().cpu()
@@ -144,8 +174,10 @@ def spatial_similarity(grids, centre: bool = True, far: float = 0.5) -> dict:
         if h * w < 3: continue
         if centre: t = t - t.mean(0, keepdim=True)
         t = torch.nn.functional.normalize(t, dim=1, eps=1e-12)
-        S = (t @ t.T).numpy(); D = grid_distances(h, w)
-        iu = np.triu_indices(h * w, 1); s, d = S[iu], D[iu]
+        S = (t @ t.T).numpy()
+        D = grid_distances(h, w)
+        iu = np.triu_indices(h * w, 1)
+        s, d = S[iu], D[iu]
         rho.append(spearmanr(s, d).statistic if np.ptp(s) > 0 else 0.0)
         adj.append(s[np.isclose(d, 1)].mean())
         if (d >= far * max(h, w)).any(): dist.append(s[d >= far * max(h, w)].mean())
@@ -181,11 +213,13 @@ def subsample(table: dict, n: int, seed: int = 0) -> dict:
 
 def position_bins(table: dict, bins: int = 2) -> np.ndarray:
     "Each token's coarse position: the cell of a `bins × bins` partition of its grid (`'r,c'`)."
-    r = np.minimum(table['row'] * bins // table['height'], bins - 1); c = np.minimum(table['col'] * bins // table['width'], bins - 1)
+    r = np.minimum(table['row'] * bins // table['height'], bins - 1)
+    c = np.minimum(table['col'] * bins // table['width'], bins - 1)
     return np.array([f'{a},{b}' for a, b in zip(r, c)])
 
 def mask_token_labels(masks, h: int, w: int, cover: float = 0.5) -> np.ndarray:
-    "`(h, w)` bool: the cells of an `h × w` token grid more than `cover` covered by the union of object `masks` `(k, H, W)` or `(H, W)`."
+    """`(h, w)` bool: the cells of an `h × w` token grid more than `cover` covered by the union of object `masks` `(k,
+    H, W)` or `(H, W)`."""
     m = np.asarray(masks, bool)
     m = m.any(0) if m.ndim == 3 else m
     H, W = m.shape
@@ -195,7 +229,9 @@ def mask_token_labels(masks, h: int, w: int, cover: float = 0.5) -> np.ndarray:
 def balanced_accuracy_ci(y, pred, groups, n_boot: int = 2000, seed: int = 0) -> tuple:
     """`(balanced accuracy, per-group (hits, counts) tables)`: the mean over classes of the share of each class's
     items predicted right; the tables let a bootstrap resample groups (`balanced_from`)."""
-    y, pred = np.asarray(y), np.asarray(pred); _, gi = np.unique(np.asarray(groups), return_inverse=True); cls = sorted(set(y))
+    y, pred = np.asarray(y), np.asarray(pred)
+    _, gi = np.unique(np.asarray(groups), return_inverse=True)
+    cls = sorted(set(y))
     hits = np.stack([np.bincount(gi, (y == c) & (pred == y), gi.max() + 1) for c in cls], 1)
     cnt = np.stack([np.bincount(gi, y == c, gi.max() + 1) for c in cls], 1)
     return balanced_from(hits, cnt), (hits, cnt)
@@ -209,24 +245,30 @@ def balanced_from(hits, cnt, idx=None) -> np.ndarray:
 def position_colors(rows, cols, height, width) -> np.ndarray:
     "RGB colours encoding grid position: red grows with the column, green with the row."
     rows, cols = np.asarray(rows, float), np.asarray(cols, float)
-    x = cols / np.maximum(np.asarray(width, float) - 1, 1); y = rows / np.maximum(np.asarray(height, float) - 1, 1)
+    x = cols / np.maximum(np.asarray(width, float) - 1, 1)
+    y = rows / np.maximum(np.asarray(height, float) - 1, 1)
     return np.stack([0.15 + 0.8 * x, 0.15 + 0.8 * y, 0.55 - 0.35 * (x + y) / 2], -1).clip(0, 1)
 
 def scatter_by_category(ax, Y, labels, title: str = '', s: float = 8, legend: bool = True):
     "Scatter a 2-D embedding coloured by category."
     import matplotlib.pyplot as plt
-    labels = np.asarray([str(l) for l in labels]); cats = sorted(set(labels))
+    labels = np.asarray([str(l) for l in labels])
+    cats = sorted(set(labels))
     cmap = plt.get_cmap('tab10' if len(cats) <= 10 else 'tab20')
     for i, c in enumerate(cats):
-        m = labels == c; ax.scatter(Y[m, 0], Y[m, 1], s=s, color=cmap(i % cmap.N), label=c, alpha=0.8, linewidths=0)
+        m = labels == c
+        ax.scatter(Y[m, 0], Y[m, 1], s=s, color=cmap(i % cmap.N), label=c, alpha=0.8, linewidths=0)
     if legend: ax.legend(fontsize=6, markerscale=1.5, loc='best', frameon=False, ncol=1 if len(cats) <= 8 else 2)
     _style(ax, title)
 
 def scatter_by_position(ax, Y, rows, cols, height, width, title: str = '', s: float = 8):
     "Scatter a 2-D embedding coloured by grid position, with the colour key inset."
     ax.scatter(Y[:, 0], Y[:, 1], s=s, c=position_colors(rows, cols, height, width), linewidths=0, alpha=0.9)
-    ins = ax.inset_axes([0.8, 0.8, 0.18, 0.18]); g = np.mgrid[0:8, 0:8]
-    ins.imshow(position_colors(g[0].ravel(), g[1].ravel(), 8, 8).reshape(8, 8, 3)); ins.set_xticks([]); ins.set_yticks([])
+    ins = ax.inset_axes([0.8, 0.8, 0.18, 0.18])
+    g = np.mgrid[0:8, 0:8]
+    ins.imshow(position_colors(g[0].ravel(), g[1].ravel(), 8, 8).reshape(8, 8, 3))
+    ins.set_xticks([])
+    ins.set_yticks([])
     _style(ax, title)
 
 def scatter_by_frame(ax, Y, frames, title: str = '', s: float = 8):
@@ -285,4 +327,6 @@ def view_name(layer) -> str:
     return f'block {lay.index}' if lay.kind == 'block' else str(lay)
 
 def _style(ax, title):
-    ax.set_xticks([]); ax.set_yticks([]); ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
