@@ -22,6 +22,11 @@ def merge_decision(gap: float) -> tuple:
     if gap <= MERGE_GAP_MUST:
         return 'PIVOT', f"consider pre-merge latents (gap {gap:.3f} within {MERGE_GAP_OK}–{MERGE_GAP_MUST})"
     return 'PIVOT', f"the adapter must read pre-merge latents (gap {gap:.3f} > {MERGE_GAP_MUST})"
+from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:  # names used only in type hints
+    from matplotlib.figure import Figure
+
 
 # %% ../nbs/03_e1_3_merge.ipynb #fc4d2daa
 def error_maps(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +42,7 @@ def fold_by_period(m: torch.Tensor, period: int) -> torch.Tensor:
     return m.reshape(*m.shape[:-2], H // period, period, W // period, period).mean((-4, -2))
 
 # %% ../nbs/03_e1_3_merge.ipynb #2ea69c16
-def region_masks(masks, width: int = 2) -> dict:
+def region_masks(masks: ArrayLike, width: int = 2) -> dict:
     """`{'boundary', 'interior', 'background'}` boolean `(H, W)` maps for object `masks` `(k, H, W)`:
     boundary = within `width` px of a contour (dilation minus erosion), interior = the eroded objects,
     background = outside every dilated object. The three are disjoint and cover the image."""
@@ -54,7 +59,7 @@ def region_masks(masks, width: int = 2) -> dict:
         ero |= ndimage.binary_erosion(m, st, iterations=width, border_value=0)
     return dict(boundary=dil & ~ero, interior=ero, background=~dil)
 
-def region_errors(err: torch.Tensor, masks_list, width: int = 2) -> list:
+def region_errors(err: torch.Tensor, masks_list: list, width: int = 2) -> list:
     """For each image's error map `(H, W)` and object masks (or None): `{region: mean error}` (NaN where a region is
     empty or masks are missing)."""
     out = []
@@ -68,7 +73,7 @@ def region_errors(err: torch.Tensor, masks_list, width: int = 2) -> list:
     return out
 
 # %% ../nbs/03_e1_3_merge.ipynb #c78fc578
-def heatmap_figure(maps: dict, title: str = ''):
+def heatmap_figure(maps: dict, title: str = '') -> Figure:
     "Mean per-pixel error maps side by side (shared colour scale), and their difference (last two)."
     import matplotlib.pyplot as plt
     names = list(maps)
@@ -91,7 +96,7 @@ def heatmap_figure(maps: dict, title: str = ''):
     fig.tight_layout()
     return fig
 
-def comparison_grid(x, recons: dict, titles=None, n: int = 6):
+def comparison_grid(x: torch.Tensor, recons: dict, titles: list | None = None, n: int = 6) -> Figure:
     "Originals and each named set of reconstructions, one row each, for up to `n` images."
     import matplotlib.pyplot as plt
     n = min(n, len(x))

@@ -22,6 +22,14 @@ from .data import Clip, VideoError, shipped_images, shipped_clips, positioned_ob
 from .layers import parse_layer
 from .metrics import as_image_batch, psnr, ssim, lpips_distance
 from .stats import bootstrap_ci
+from typing import Callable
+from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:  # names used only in type hints
+    from matplotlib.figure import Figure
+    from foresight.extraction import CachedLatents, LatentCache
+    from foresight.layers import Layer
+
 
 # %% ../nbs/02_e1_2_probe.ipynb #a9070775
 def default_probe_images(n: int = 40, size: int = 112, seed: int = 0) -> list:
@@ -63,7 +71,9 @@ def default_probe_images(n: int = 40, size: int = 112, seed: int = 0) -> list:
         )
     return out
 
-def probe_images(dataset: str = 'default', n: int = 40, size: int = 112, seed: int = 0, on_skip=None) -> list:
+def probe_images(
+    dataset: str = 'default', n: int = 40, size: int = 112, seed: int = 0, on_skip: Callable | None = None
+) -> list:
     """Images for the probes: `default` (see `default_probe_images`) or a folder of images/videos
     (first frame of each, centre-cropped to `size`); unreadable files go to `on_skip(id, reason)`."""
     if dataset == 'default': return default_probe_images(n, size, seed)
@@ -84,7 +94,7 @@ def probe_images(dataset: str = 'default', n: int = 40, size: int = 112, seed: i
     return out
 
 # %% ../nbs/02_e1_2_probe.ipynb #5d060520
-def split_by_group(groups, strata=None, test_frac: float = 0.2, seed: int = 0) -> tuple:
+def split_by_group(groups: ArrayLike, strata: ArrayLike = None, test_frac: float = 0.2, seed: int = 0) -> tuple:
     """`(train_idx, test_idx)` index arrays: whole groups go to one side; within each stratum about
     `test_frac` of the items (at least one group when the stratum has two or more) are held out."""
     groups = np.asarray(groups)
@@ -108,7 +118,7 @@ def split_by_group(groups, strata=None, test_frac: float = 0.2, seed: int = 0) -
     return train, test
 
 # %% ../nbs/02_e1_2_probe.ipynb #04c50d33
-def layer_name(layer) -> str:
+def layer_name(layer: str | int | Layer) -> str:
     "A reader's name for a layer value: `vision block 24`, `LLM layer -1`, `post_merge`."
     lay = parse_layer(layer)
     return lay.kind if lay.index is None else f'LLM layer {lay.index}' if lay.is_llm else f'vision block {lay.index}'
@@ -130,7 +140,7 @@ def vision_geometry(vlm: str = 'tiny') -> dict:
         width_pre=v.hidden_size, width_post=v.out_hidden_size
     )
 
-def token_table(geometry: dict, resolutions=(112, 224, 448)) -> list:
+def token_table(geometry: dict, resolutions: tuple = (112, 224, 448)) -> list:
     "Tokens per image and their widths at each square resolution, from `vision_geometry`."
     p, m = geometry['patch'], geometry['merge']
     return [
@@ -147,7 +157,7 @@ def token_table(geometry: dict, resolutions=(112, 224, 448)) -> list:
     ]
 
 # %% ../nbs/02_e1_2_probe.ipynb #c2615b79
-def image_grids(cache, clips) -> torch.Tensor:
+def image_grids(cache: LatentCache, clips: list) -> torch.Tensor:
     """The `(N, h, w, C)` float32 latents of single-image `clips` from their `LatentCache` (`extraction.latents`), in
     order."""
     z = cache.stack([c.id for c in clips])
@@ -242,7 +252,7 @@ def _check_reader(z):
         raise TypeError(f"latents must be a tensor or a CachedLatents (LatentCache(root).reader(ids)), got "
                         f"{type(z).__name__}")
 
-def latent_rows(z, idx) -> torch.Tensor:
+def latent_rows(z: torch.Tensor | CachedLatents, idx: slice | ArrayLike) -> torch.Tensor:
     """The latents at positions `idx` (a slice, a list or an index tensor) of a tensor `z` (indexed, on its device),
     or read from a `CachedLatents` (those items only) as float32 on the CPU."""
     if isinstance(z, torch.Tensor):
@@ -251,18 +261,20 @@ def latent_rows(z, idx) -> torch.Tensor:
     idx = range(len(z))[idx] if isinstance(idx, slice) else torch.as_tensor(idx).tolist()
     return z.stack(list(idx)).float()
 
-def latent_subset(z, idx, device=None):
+def latent_subset(
+    z: torch.Tensor | CachedLatents, idx: slice | ArrayLike, device: str | torch.device | None = None
+) -> torch.Tensor | CachedLatents:
     """The items of `z` at positions `idx`: a tensor indexed (and moved to `device`), or a `CachedLatents` of those ids
     (nothing read yet)."""
     if isinstance(z, torch.Tensor): return latent_rows(z, idx).to(device or z.device)
     _check_reader(z)
     return type(z)(z.cache, [z.ids[i] for i in torch.as_tensor(idx).tolist()], z.max_open)
 
-def latent_shape(z) -> tuple:
+def latent_shape(z: torch.Tensor | CachedLatents) -> tuple:
     "`(N, *item shape)` of a tensor or a `CachedLatents` (its first item read)."
     return tuple(z.shape) if isinstance(z, torch.Tensor) else (len(z), *z[0].shape)
 
-def latent_stats(z, batch_size: int = 64) -> tuple:
+def latent_stats(z: torch.Tensor | CachedLatents, batch_size: int = 64) -> tuple:
     """`(mean, std)` per channel (the last axis) over every token of `z`. A `CachedLatents` is read `batch_size`
     items at a time (float64 sums, shifted by the first batch's mean so that no precision is lost)."""
     if isinstance(z, torch.Tensor):
@@ -280,7 +292,7 @@ def latent_stats(z, batch_size: int = 64) -> tuple:
     return (m + shift).float(), ((s2 - n * m * m) / (n - 1)).clamp_min(0).sqrt().float()
 
 # %% ../nbs/02_e1_2_probe.ipynb #bdca5f38
-def make_probe(kind: str, z_train: torch.Tensor, image_size, patch: int | None = None, global_size: int = 32,
+def make_probe(kind: str, z_train: torch.Tensor, image_size: tuple, patch: int | None = None, global_size: int = 32,
                global_rank: int = 16, seed: int = 0) -> nn.Module:
     """A fresh `per_token` or `global` probe for latents like `z_train` `(N, h, w, d)` (a tensor or a `CachedLatents`),
     standardised with their statistics."""
@@ -400,7 +412,13 @@ def _rrr_fit(probe, z, x, lams, va, tr, batch_size):
     return lam
 
 def ridge_fit(
-    probe, z, x, lams=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), val_frac: float = 0.2, seed: int = 0, batch_size: int = 64
+    probe: nn.Module,
+    z: torch.Tensor | CachedLatents,
+    x: torch.Tensor,
+    lams: tuple = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
+    val_frac: float = 0.2,
+    seed: int = 0,
+    batch_size: int = 64,
 ) -> float:
     """Set `probe.head` to the ridge solution on `(z, x)`; the ridge strength (relative to the mean
     feature variance) is chosen on a random `val_frac` of the images. Returns the chosen strength.
@@ -428,7 +446,7 @@ def ridge_fit(
     return lam
 
 # %% ../nbs/02_e1_2_probe.ipynb #bb417864
-def probe_loss(y, x, mse_weight: float = 1.0, lpips_weight: float = 0.0):
+def probe_loss(y: torch.Tensor, x: torch.Tensor, mse_weight: float = 1.0, lpips_weight: float = 0.0) -> torch.Tensor:
     """`mse_weight · MSE + lpips_weight · LPIPS` of reconstructions `y` against images `x` (LPIPS on `y` clamped to [0,
     1])."""
     loss = mse_weight * F.mse_loss(y, x)
@@ -436,7 +454,7 @@ def probe_loss(y, x, mse_weight: float = 1.0, lpips_weight: float = 0.0):
     return loss
 
 @torch.no_grad()
-def reconstruct(probe, z, batch_size: int = 64) -> torch.Tensor:
+def reconstruct(probe: nn.Module, z: torch.Tensor | CachedLatents, batch_size: int = 64) -> torch.Tensor:
     "The probe's reconstructions of `z`, clamped to [0, 1]."
     probe.eval()
     dev = _probe_device(probe)
@@ -444,8 +462,20 @@ def reconstruct(probe, z, batch_size: int = 64) -> torch.Tensor:
         [probe(latent_rows(z, slice(i, i + batch_size)).to(dev)).clamp(0, 1) for i in range(0, len(z), batch_size)]
     )
 
-def fit_probe(probe, z, x, z_val=None, x_val=None, epochs: int = 10, lr: float = 3e-4, batch_size: int = 8,
-              mse_weight: float = 1.0, lpips_weight: float = 0.1, seed: int = 0, progress: bool = False) -> list:
+def fit_probe(
+    probe: nn.Module,
+    z: torch.Tensor | CachedLatents,
+    x: torch.Tensor,
+    z_val: torch.Tensor | None = None,
+    x_val: torch.Tensor | None = None,
+    epochs: int = 10,
+    lr: float = 3e-4,
+    batch_size: int = 8,
+    mse_weight: float = 1.0,
+    lpips_weight: float = 0.1,
+    seed: int = 0,
+    progress: bool = False,
+) -> list:
     """Adam on `probe_loss` with a warmup (a tenth of the steps) and a cosine decay, `epochs` passes over `(z, x)` in
     shuffled batches of images. Returns one dict per epoch (epoch 0: before training): training loss,
     and held-out MSE / LPIPS when `z_val, x_val` are given (monitored, never selected on). Latents may be a
@@ -509,7 +539,7 @@ def planted_token_data(n_img: int = 150, grid: int = 4, k: int = 48, d: int = 64
     z = s @ M + sigma * torch.randn(n_img, grid, grid, d, generator=g)
     return z, x, c ** 2 * sigma ** 2 * k / (3 * patch * patch)
 
-def heldout_r2(probe, z, x, x_train_mean) -> float:
+def heldout_r2(probe: nn.Module, z: torch.Tensor | CachedLatents, x: torch.Tensor, x_train_mean: torch.Tensor) -> float:
     "1 − MSE / MSE of predicting the training mean image, on held-out `(z, x)` (unclamped)."
     with torch.no_grad(): y = probe(z)
     return 1 - F.mse_loss(y, x).item() / F.mse_loss(x_train_mean.expand_as(x), x).item()
@@ -556,7 +586,7 @@ def lpips_band(v: float) -> str:
     return ('information accessible (LPIPS < 0.5)' if v < LPIPS_ACCESSIBLE else
             'entangled or lost (LPIPS > 0.7)' if v > LPIPS_LOST else 'partially accessible (0.5 <= LPIPS <= 0.7)')
 
-def image_metrics(y, x, batch_size: int = 32) -> dict:
+def image_metrics(y: torch.Tensor, x: torch.Tensor, batch_size: int = 32) -> dict:
     "Per-image `{'psnr', 'ssim', 'lpips'}` numpy arrays of reconstructions `y` against images `x` (batched, no grad)."
     out = {'psnr': [], 'ssim': [], 'lpips': []}
     with torch.no_grad():
@@ -567,7 +597,9 @@ def image_metrics(y, x, batch_size: int = 32) -> dict:
             out['lpips'].append(lpips_distance(a, b))
     return {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items()}
 
-def group_bootstrap_ci(x, groups, level: float = 0.95, n_boot: int = 5000, seed: int = 0) -> tuple:
+def group_bootstrap_ci(
+    x: torch.Tensor, groups: ArrayLike, level: float = 0.95, n_boot: int = 5000, seed: int = 0
+) -> tuple:
     """`(lo, hi)`: a percentile bootstrap CI of the mean of `x` that resamples whole `groups` (videos,
     source images) with replacement, not items: frames of one video are not independent evidence."""
     x = np.asarray(x, np.float64)
@@ -580,7 +612,7 @@ def group_bootstrap_ci(x, groups, level: float = 0.95, n_boot: int = 5000, seed:
     lo, hi = np.quantile(S[idx].sum(1) / C[idx].sum(1), [(1 - level) / 2, (1 + level) / 2])
     return (float(lo), float(hi))
 
-def summarize_metrics(m: dict, seed: int = 0, n_boot: int = 5000, groups=None) -> dict:
+def summarize_metrics(m: dict, seed: int = 0, n_boot: int = 5000, groups: ArrayLike = None) -> dict:
     """`{metric: (mean, (lo, hi))}`: each metric's mean over images with a 95 % bootstrap CI: BCa over
     images, or with `groups` (one per image) a bootstrap over groups (`group_bootstrap_ci`)."""
     ok = lambda v: (
@@ -594,8 +626,15 @@ def summarize_metrics(m: dict, seed: int = 0, n_boot: int = 5000, groups=None) -
     return {k: (float(np.mean(v)), ci(v) if ok(v) else (float('nan'),) * 2) for k, v in m.items()}
 
 # %% ../nbs/02_e1_2_probe.ipynb #e8ed8882
-def control_latents(clips, layer, vlm: str, cache_dir=None, seed: int = 0, batch_size: int = 16,
-                    progress: bool = False) -> tuple:
+def control_latents(
+    clips: list,
+    layer: str | int | Layer,
+    vlm: str,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> tuple:
     """`(z, info)`: the `(N, h, w, C)` latents at `layer` of single-image `clips` from the random-weights control
     of `vlm` (`findings.control_model`), through `extraction.latents`; `info`: `control`, `cache`, `seconds`."""
     from foresight.extraction import latents
@@ -611,7 +650,14 @@ def control_latents(clips, layer, vlm: str, cache_dir=None, seed: int = 0, batch
         if torch.cuda.is_available(): torch.cuda.empty_cache()
     return z, dict(control=cm, cache=str(cache.root), seconds=time.time() - t0)
 
-def control_record(achieved, control, groups, model: dict | None = None, seed: int = 0, n_boot: int = 5000) -> dict:
+def control_record(
+    achieved: ArrayLike,
+    control: ArrayLike,
+    groups: ArrayLike,
+    model: dict | None = None,
+    seed: int = 0,
+    n_boot: int = 5000,
+) -> dict:
     """The `control` of a metric from paired per-item values: `{value, ci, diff_ci, model}`, the CIs
     resampling `groups` (`diff_ci` is of achieved − control)."""
     a, c = np.asarray(achieved, np.float64), np.asarray(control, np.float64)
@@ -626,10 +672,10 @@ def control_record(achieved, control, groups, model: dict | None = None, seed: i
 
 # %% ../nbs/02_e1_2_probe.ipynb #e7a08d55
 def train_and_evaluate(
-    z,
-    x,
-    train_idx,
-    test_idx,
+    z: torch.Tensor | CachedLatents,
+    x: torch.Tensor,
+    train_idx: ArrayLike,
+    test_idx: ArrayLike,
     kind: str = 'per_token',
     epochs: int = 6,
     lr: float = 3e-4,
@@ -640,7 +686,7 @@ def train_and_evaluate(
     global_size: int = 32,
     global_rank: int = 16,
     seed: int = 0,
-    device=None,
+    device: str | torch.device | None = None,
     progress: bool = False,
 ) -> dict:
     """Fit a `kind` probe on `z[train_idx] → x[train_idx]` (closed form when `init='ridge'`, then Adam) and
@@ -669,7 +715,9 @@ def train_and_evaluate(
     )
 
 # %% ../nbs/02_e1_2_probe.ipynb #42005361
-def reconstruction_grid(x, y, titles=None, n: int = 6, err: bool = True):
+def reconstruction_grid(
+    x: torch.Tensor, y: torch.Tensor, titles: list | None = None, n: int = 6, err: bool = True
+) -> Figure:
     """A figure: originals (top row), reconstructions, and (with `err`) the per-pixel absolute error, for up to `n`
     images."""
     import matplotlib.pyplot as plt
@@ -688,7 +736,7 @@ def reconstruction_grid(x, y, titles=None, n: int = 6, err: bool = True):
     fig.tight_layout()
     return fig
 
-def learning_curves(hist: list, title: str = ''):
+def learning_curves(hist: list, title: str = '') -> Figure:
     "A figure: training loss and held-out MSE (left), held-out LPIPS (right) per epoch."
     import matplotlib.pyplot as plt
     ep = [h['epoch'] for h in hist]

@@ -20,9 +20,14 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from .runtime import one_cpu_thread
 from .probes import latent_rows, latent_stats
+from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:  # names used only in type hints
+    from matplotlib.figure import Figure
+
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #d3fa1b51
-def grid_coords(t: int, h: int, w: int, device=None) -> torch.Tensor:
+def grid_coords(t: int, h: int, w: int, device: str | torch.device | None = None) -> torch.Tensor:
     "`(t*h*w, 3)` cell centres `(t, y, x)` of a row-major grid, each in `[0, 1]`."
     axes = [(torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n for n in (t, h, w)]
     return torch.stack(torch.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 3)
@@ -32,7 +37,7 @@ def fourier_features(coords: torch.Tensor, n_freq: int = 6) -> torch.Tensor:
     ang = coords[..., None] * (2 ** torch.arange(n_freq, device=coords.device, dtype=torch.float32) * math.pi)
     return torch.cat([ang.sin(), ang.cos()], -1).flatten(-2)
 
-def resample_grid(x: torch.Tensor, size) -> torch.Tensor:
+def resample_grid(x: torch.Tensor, size: tuple) -> torch.Tensor:
     "`(B, C, T, H, W)` resampled to `size`: trilinear where an axis grows, area-averaged where it shrinks."
     size = tuple(int(s) for s in size)
     up = tuple(max(a, b) for a, b in zip(x.shape[2:], size))
@@ -162,8 +167,13 @@ LTX_SCHEDULER = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=T
                      base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1)
 
 def load_ltx_transformer(
-    name: str = 'tiny', latent_channels: int = 16, caption_channels: int = 64, device=None, dtype=None, seed: int = 0
-):
+    name: str = 'tiny',
+    latent_channels: int = 16,
+    caption_channels: int = 64,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> nn.Module:
     """An `LTXVideoTransformer3DModel`: `"tiny"` (two thin layers, seeded random weights, `latent_channels`
     in and out, `caption_channels` of conditioning), `"random:ltx"` (the full-size LTX-Video architecture,
     seeded random weights; its own 128 latent and 4096 caption channels) or a hub id / local path (subfolder
@@ -193,7 +203,7 @@ def load_ltx_transformer(
     m.name_or_path = name
     return m.to(device=device, dtype=dtype).eval()
 
-def load_ltx_scheduler(name: str = 'tiny', pipeline: str = 'ltx'):
+def load_ltx_scheduler(name: str = 'tiny', pipeline: str = 'ltx') -> object:
     """The flow-matching Euler scheduler: LTX-Video's settings for `"tiny"`, else the checkpoint's.
     `LTXConditionPipeline`
     passes no resolution-dependent shift, so for it dynamic shifting is turned off."""
@@ -206,7 +216,7 @@ def load_ltx_scheduler(name: str = 'tiny', pipeline: str = 'ltx'):
         s = FlowMatchEulerDiscreteScheduler.from_config(s.config, use_dynamic_shifting=False)
     return s
 
-def make_pipeline(kind: str, vae, transformer, scheduler):
+def make_pipeline(kind: str, vae: nn.Module, transformer: nn.Module, scheduler: object) -> object:
     """diffusers' `LTXPipeline` (`kind="ltx"`) or `LTXConditionPipeline` (`"condition"`) without a text encoder:
     the adapter's `prompt_embeds` and mask take its place."""
     from diffusers import LTXPipeline, LTXConditionPipeline
@@ -219,14 +229,14 @@ def make_pipeline(kind: str, vae, transformer, scheduler):
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #bcf03fb8
 def flow_matching_loss(
-    transformer,
+    transformer: nn.Module,
     latents: torch.Tensor,
     embeds: torch.Tensor,
     mask: torch.Tensor,
     frame_rate: float = 25.0,
-    vae_ratios=(8, 32, 32),
-    generator=None,
-    share=(0, 1),
+    vae_ratios: tuple = (8, 32, 32),
+    generator: torch.Generator | None = None,
+    share: int = (0, 1),
 ) -> torch.Tensor:
     """The velocity-prediction MSE of `transformer` on normalised latents `(B, C, t, h, w)` under conditioning `embeds
     (B, L, caption_channels)`. `share=(rank, world)`: the batch is every `world`-th example of a global batch from
@@ -258,17 +268,17 @@ def flow_matching_loss(
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #aca0ba6d
 def latent_route_loss(
-    adapter,
-    vae,
-    z,
-    latents,
-    video,
-    w_latent=1.0,
-    w_pixel=1.0,
-    w_lpips=0.5,
-    lpips_frames=None,
-    generator=None,
-    share=(0, 1),
+    adapter: nn.Module,
+    vae: nn.Module,
+    z: torch.Tensor,
+    latents: torch.Tensor,
+    video: torch.Tensor,
+    w_latent: float = 1.0,
+    w_pixel: float = 1.0,
+    w_lpips: float = 0.5,
+    lpips_frames: int | None = None,
+    generator: torch.Generator | None = None,
+    share: int = (0, 1),
 ) -> tuple:
     """`(loss, parts)` for VLM latents `z (B, T', h, w, D)`, target normalised VAE latents `(B, C, t, h', w')`
     and frames `video (B, T, 3, H, W)` in `[0, 1]`: latent MSE + pixel L2 + LPIPS, the last two through the decoder.
@@ -328,8 +338,21 @@ def _mean_over_ranks(values: dict, world, device) -> dict:
     dist.all_reduce(t)
     return dict(zip(values, (t / world).tolist()))
 
-def train_latent_route(adapter, vae, z, latents, video, steps=120, lr=2e-3, batch_size=4, weights=(1.0, 1.0, 0.5),
-                       lpips_frames=None, seed=0, device=None, progress=False):
+def train_latent_route(
+    adapter: nn.Module,
+    vae: nn.Module,
+    z: torch.Tensor,
+    latents: torch.Tensor,
+    video: torch.Tensor,
+    steps: int = 120,
+    lr: float = 2e-3,
+    batch_size: int = 4,
+    weights: tuple = (1.0, 1.0, 0.5),
+    lpips_frames: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> nn.Module:
     """Fit a grid `adapter` so that the frozen `vae` renders `video (n, T, 3, H, W)` from `adapter(z)`; `latents` are
     the clips' own normalised VAE latents. Returns the adapter (eval mode) with `adapter.history`. `z` (and `latents`)
     may be a `CachedLatents`, read batch by batch. Under `torchrun` each rank takes its share of every global batch of
@@ -377,7 +400,9 @@ def train_latent_route(adapter, vae, z, latents, video, steps=120, lr=2e-3, batc
     return adapter.eval()
 
 @torch.no_grad()
-def render_latent_route(adapter, vae, z, grid, batch_size=8) -> torch.Tensor:
+def render_latent_route(
+    adapter: nn.Module, vae: nn.Module, z: torch.Tensor, grid: tuple, batch_size: int = 8
+) -> torch.Tensor:
     "Frames `(n, T, 3, H, W)` in `[0, 1]` that the VAE decoder renders from the adapter's latents."
     from foresight.extraction import decode_video_vae
     dev = adapter.mu.device
@@ -389,8 +414,20 @@ def render_latent_route(adapter, vae, z, grid, batch_size=8) -> torch.Tensor:
     )
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #a6693361
-def train_conditioning_route(adapter, transformer, z, latents, steps=120, lr=2e-3, batch_size=4, frame_rate=25.0,
-                             train_transformer=False, seed=0, device=None, progress=False):
+def train_conditioning_route(
+    adapter: nn.Module,
+    transformer: nn.Module,
+    z: torch.Tensor,
+    latents: torch.Tensor,
+    steps: int = 120,
+    lr: float = 2e-3,
+    batch_size: int = 4,
+    frame_rate: float = 25.0,
+    train_transformer: bool = False,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> nn.Module:
     """Fit a sequence `adapter` with the flow-matching loss of `transformer` on the clips' normalised VAE `latents
     (n, C, t, h, w)`; the transformer stays frozen unless `train_transformer`. Returns the adapter with
     `adapter.history`.
@@ -441,7 +478,16 @@ def train_conditioning_route(adapter, transformer, z, latents, steps=120, lr=2e-
 
 @torch.no_grad()
 def sample_conditioning_route(
-    pipe, adapter, z, num_frames, height, width, steps=4, frame_rate=25.0, seed=0, batch_size=8
+    pipe: object,
+    adapter: nn.Module,
+    z: torch.Tensor,
+    num_frames: int,
+    height: int,
+    width: int,
+    steps: int = 4,
+    frame_rate: float = 25.0,
+    seed: int = 0,
+    batch_size: int = 8,
 ) -> torch.Tensor:
     """Frames `(n, T, 3, H, W)` in `[0, 1]` sampled by `pipe` from the adapter's `prompt_embeds` (few steps, no
     guidance)."""
@@ -516,7 +562,7 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
         covmean = scipy.linalg.sqrtm((cx + off) @ (cy + off))
     return float(((mx - my) ** 2).sum() + np.trace(cx) + np.trace(cy) - 2 * np.trace(covmean.real))
 
-def i3d_features(detector, videos: torch.Tensor, batch_size: int = 8) -> np.ndarray:
+def i3d_features(detector: nn.Module, videos: torch.Tensor, batch_size: int = 8) -> np.ndarray:
     "I3D features of videos `(n, T, 3, H, W)` in `[0, 1]` (resized to 224², scaled to `[-1, 1]`)."
     dev = next(iter(detector.parameters()), torch.empty(0)).device
     out = []
@@ -533,7 +579,7 @@ def i3d_features(detector, videos: torch.Tensor, batch_size: int = 8) -> np.ndar
             )
     return torch.cat(out).numpy()
 
-def fvd(real: torch.Tensor, fake: torch.Tensor, i3d_path) -> float:
+def fvd(real: torch.Tensor, fake: torch.Tensor, i3d_path: str | Path) -> float:
     "FVD between two sets of videos `(n, T, 3, H, W)` in `[0, 1]`, with the TorchScript I3D at `i3d_path`."
     p = Path(i3d_path)
     if not p.exists():
@@ -564,7 +610,7 @@ def label_frames(video: torch.Tensor, text: str) -> np.ndarray:
         out.append(np.asarray(im))
     return np.stack(out)
 
-def per_frame_figure(metrics: dict):
+def per_frame_figure(metrics: dict) -> Figure:
     "A figure: PSNR, SSIM and LPIPS per frame (mean over clips) for each method of `{name: frame_metrics(...)}`."
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 3, figsize=(13, 3.3))
@@ -581,7 +627,7 @@ def per_frame_figure(metrics: dict):
     fig.tight_layout()
     return fig
 
-def training_figure(trained: dict):
+def training_figure(trained: dict) -> Figure:
     "A figure: the training loss per step of each adapter of `{name: {'history': [...]}}` (log scale)."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -593,7 +639,7 @@ def training_figure(trained: dict):
     fig.tight_layout()
     return fig
 
-def side_by_side(columns: dict, rows=None) -> np.ndarray:
+def side_by_side(columns: dict, rows: list | None = None) -> np.ndarray:
     "`(T, rows·H, cols·W, 3) uint8`: `columns` maps a label to videos `(n, T, 3, H, W)`; one row per clip."
     n = next(iter(columns.values())).shape[0]
     rows = range(n) if rows is None else rows
@@ -627,10 +673,10 @@ def _gif_uri(frames: np.ndarray, fps: float) -> str:
     return 'data:image/gif;base64,' + base64.b64encode(buf.getvalue()).decode()
 
 def human_eval_sheet(
-    path,
+    path: str | Path,
     originals: torch.Tensor,
     recons: torch.Tensor,
-    ids,
+    ids: list,
     fps: float = 8.0,
     seed: int = 0,
     title: str = 'Same scene?',
@@ -708,7 +754,7 @@ def load_clips(dataset: str, n: int, frames: int, size: int, seed: int = 0) -> l
         return cs[:n]
     raise ValueError(f"dataset {dataset!r} is not digits, balls, actions, shipped or an existing folder of videos")
 
-def order_by_group(groups, sizes, seed: int = 0) -> list:
+def order_by_group(groups: ArrayLike, sizes: list, seed: int = 0) -> list:
     """A permutation of the items such that consecutive blocks of `sizes` (train, validation, test) hold whole
     source groups where they can (the largest groups placed first, each into the block with the most room
     that fits it); a group is split only when no block can take it whole."""
@@ -728,14 +774,14 @@ def order_by_group(groups, sizes, seed: int = 0) -> list:
             room[b] -= 1
     return [i for b in blocks for i in b]
 
-def clip_tensors(clips, vlm_size: int, vae_size: int) -> tuple:
+def clip_tensors(clips: list, vlm_size: int, vae_size: int) -> tuple:
     "`(vlm_frames [list of (T, s, s, 3) uint8], video (n, T, 3, S, S) float in [0, 1])` at the two sizes."
     from foresight.data import resize_frames, center_square
     vf = [resize_frames(center_square(c.frames), vlm_size) for c in clips]
     dv = np.stack([resize_frames(center_square(c.frames), vae_size, multiple=32) for c in clips])
     return vf, torch.from_numpy(dv).permute(0, 1, 4, 2, 3).float() / 255
 
-def vlm_clips(clips, frames_list) -> list:
+def vlm_clips(clips: list, frames_list: list) -> list:
     "The `clips` with their frames replaced by `frames_list` (the VLM's size): what `extraction.latents` reads."
     from foresight.data import Clip
     return [Clip(c.id, fr, c.fps, c.label, c.text, group=c.group) for c, fr in zip(clips, frames_list)]

@@ -16,6 +16,13 @@ import math
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:  # names used only in type hints
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 
 # %% ../nbs/04_e1_4_spatial.ipynb #04340750
 def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
@@ -47,12 +54,12 @@ def _inter_union(a, b):
     inter = (rb - lt).clamp(min=0).prod(-1)
     return inter, box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
 
-def box_iou(a, b) -> torch.Tensor:
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     "Pairwise IoU of corner boxes `a (..., N, 4)` and `b (..., M, 4)`: `(..., N, M)`."
     inter, union = _inter_union(_as_boxes(a), _as_boxes(b))
     return inter / union.clamp(min=1e-9)
 
-def generalized_box_iou(a, b) -> torch.Tensor:
+def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     "Pairwise generalised IoU (IoU minus the share of the enclosing box that neither box covers), in `[-1, 1]`."
     a, b = _as_boxes(a), _as_boxes(b)
     inter, union = _inter_union(a, b)
@@ -62,7 +69,7 @@ def generalized_box_iou(a, b) -> torch.Tensor:
     return inter / union.clamp(min=1e-9) - (hull - union) / hull.clamp(min=1e-9)
 
 # %% ../nbs/04_e1_4_spatial.ipynb #01c3f88b
-def match_boxes(pred, true) -> tuple:
+def match_boxes(pred: torch.Tensor, true: torch.Tensor) -> tuple:
     """One-to-one matching of predicted to true corner boxes that maximises the total IoU (centre
     distance breaks ties between non-overlapping pairs): `(pred_idx, true_idx)` index arrays."""
     pred, true = _as_boxes(pred).reshape(-1, 4), _as_boxes(true).reshape(-1, 4)
@@ -71,7 +78,7 @@ def match_boxes(pred, true) -> tuple:
     return r, c
 
 # %% ../nbs/04_e1_4_spatial.ipynb #546cefed
-def box_errors(pred, true) -> dict:
+def box_errors(pred: torch.Tensor, true: torch.Tensor) -> dict:
     """Per true object, after Hungarian matching: `iou`, `centre` (distance in image units), `size`
     (mean relative width/height error) and `matched` (False for objects without a prediction)."""
     pred, true = _as_boxes(pred).reshape(-1, 4), _as_boxes(true).reshape(-1, 4)
@@ -87,7 +94,7 @@ def box_errors(pred, true) -> dict:
     out['matched'][c] = True
     return out
 
-def evaluate_boxes(preds, trues) -> dict:
+def evaluate_boxes(preds: torch.Tensor, trues: torch.Tensor) -> dict:
     "Per-object errors over many images (`preds[i]`, `trues[i]` box sets): arrays plus `image` indices."
     rows = [box_errors(p, t) for p, t in zip(preds, trues)]
     out = {k: np.concatenate([r[k] for r in rows]) for k in ('iou', 'centre', 'size', 'matched')}
@@ -95,14 +102,14 @@ def evaluate_boxes(preds, trues) -> dict:
     return out
 
 # %% ../nbs/04_e1_4_spatial.ipynb #1fa47443
-def grid_centres(h: int, w: int, device=None) -> torch.Tensor:
+def grid_centres(h: int, w: int, device: str | torch.device | None = None) -> torch.Tensor:
     "`(h*w, 2)` centres `(x, y)` of a row-major `h × w` token grid, in `[0, 1]` image units."
     ys, xs = torch.meshgrid(
         (torch.arange(h, device=device) + 0.5) / h, (torch.arange(w, device=device) + 0.5) / w, indexing='ij'
     )
     return torch.stack([xs, ys], -1).reshape(-1, 2)
 
-def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
+def sincos_2d(h: int, w: int, dim: int, device: str | torch.device | None = None) -> torch.Tensor:
     "`(h*w, dim)` sinusoidal encoding of the token centres (half the channels for x, half for y)."
     xy = grid_centres(h, w, device)
     q = dim // 4
@@ -231,8 +238,17 @@ def make_head(kind: str, dim: int, k: int = 1, hidden: int = 128) -> BoxHead:
 # %% ../nbs/04_e1_4_spatial.ipynb #65d4fc7a
 from .runtime import one_cpu_thread
 
-def train_head(head: BoxHead, z: torch.Tensor, boxes: torch.Tensor, epochs: int = 150, lr: float = 3e-3,
-               batch_size: int = 64, seed: int = 0, device=None, progress: bool = False) -> BoxHead:
+def train_head(
+    head: BoxHead,
+    z: torch.Tensor,
+    boxes: torch.Tensor,
+    epochs: int = 150,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> BoxHead:
     "Fit `head` on latents `z (n, h, w, D)` and corner boxes `(n, K, 4)`; returns it in eval mode with `head.losses`."
     if len(z) != len(boxes): raise ValueError(f"{len(z)} latents but {len(boxes)} box sets: they must pair up")
     if boxes.shape[1] != head.k:
@@ -301,7 +317,9 @@ def object_scenes(k: int, n: int, size: int = 112, seed: int = 0) -> tuple:
     return clips, torch.stack([torch.from_numpy(c.meta['boxes']) for c in clips])
 
 # %% ../nbs/04_e1_4_spatial.ipynb #d6099311
-def draw_boxes(ax, img, true=None, pred=None, title=''):
+def draw_boxes(
+    ax: Axes, img: np.ndarray, true: ArrayLike | None = None, pred: ArrayLike | None = None, title: str = ''
+) -> None:
     "Show `img` with true boxes (solid green) and predicted ones (dashed orange)."
     import matplotlib.patches as mp
     ax.imshow(img)
@@ -321,7 +339,7 @@ def per_image(ev: dict, key: str) -> np.ndarray:
     v = np.asarray(ev[key], np.float64)
     return np.array([np.nanmean(v[img == i]) if np.isfinite(v[img == i]).any() else np.nan for i in np.unique(img)])
 
-def degradation_figure(res, heads, objects):
+def degradation_figure(res: pd.DataFrame, heads: list, objects: list) -> Figure:
     "A figure: IoU, centre and size error against objects per image, one line per head (dashed: the plan's targets)."
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 3, figsize=(12, 3.2))
@@ -338,7 +356,7 @@ def degradation_figure(res, heads, objects):
     fig.tight_layout()
     return fig
 
-def box_grid(clips, preds, trues, titles, ncol=8):
+def box_grid(clips: list, preds: torch.Tensor, trues: torch.Tensor, titles: list | None, ncol: int = 8) -> Figure:
     "A figure of images with their true and predicted boxes."
     import matplotlib.pyplot as plt
     n = len(clips)

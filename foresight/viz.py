@@ -15,6 +15,13 @@ __all__ = ['EMBEDDINGS', 'reduce_pca', 'embed_2d', 'silhouette', 'silhouette_per
 # %% ../nbs/01_e1_1_latent_viz.ipynb #a03d4a79
 import warnings
 import numpy as np, torch
+from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:  # names used only in type hints
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from foresight.layers import Layer
+
 
 # %% ../nbs/01_e1_1_latent_viz.ipynb #c82f8f10
 EMBEDDINGS = ('tsne', 'umap', 'pca')
@@ -29,14 +36,14 @@ def _features(X, name='X') -> np.ndarray:
     if not np.isfinite(a).all(): raise ValueError(f"{name}: holds NaN or Inf values")
     return a.astype(np.float32)
 
-def reduce_pca(X, dims: int = 50, seed: int = 0) -> np.ndarray:
+def reduce_pca(X: ArrayLike, dims: int = 50, seed: int = 0) -> np.ndarray:
     "`X` projected on its first `dims` principal components (unchanged if it is already that narrow)."
     from sklearn.decomposition import PCA
     X = _features(X)
     if X.shape[1] <= dims: return X
     return PCA(min(dims, len(X) - 1), random_state=seed).fit_transform(X).astype(np.float32)
 
-def embed_2d(X, method: str = 'tsne', seed: int = 0, **kw) -> np.ndarray:
+def embed_2d(X: ArrayLike, method: str = 'tsne', seed: int = 0, **kw) -> np.ndarray:
     """A seeded 2-D embedding `(n, 2)` of `(n, d)` features by `tsne`, `umap` or `pca`. Extra keyword
     arguments go to `sklearn.manifold.TSNE` / `umap.UMAP`."""
     if method not in EMBEDDINGS: raise ValueError(f"method={method!r}: use one of {', '.join(EMBEDDINGS)}")
@@ -64,7 +71,7 @@ def _labels(labels, n) -> np.ndarray:
     if len(y) != n: raise ValueError(f"labels: {len(y)} labels for {n} samples; pass one label per row of X")
     return y
 
-def silhouette(X, labels, metric: str = 'cosine') -> float:
+def silhouette(X: ArrayLike, labels: ArrayLike, metric: str = 'cosine') -> float:
     "Mean silhouette score of `X` grouped by `labels` (`sklearn.metrics.silhouette_score`)."
     from sklearn.metrics import silhouette_score
     X = _features(X)
@@ -74,7 +81,7 @@ def silhouette(X, labels, metric: str = 'cosine') -> float:
         raise ValueError(f"silhouette needs 2..n-1 distinct labels, got {k} for {len(X)} samples")
     return float(silhouette_score(X, y, metric=metric))
 
-def silhouette_per_label(X, labels, metric: str = 'cosine') -> dict:
+def silhouette_per_label(X: ArrayLike, labels: ArrayLike, metric: str = 'cosine') -> dict:
     "`{label: mean silhouette of its samples}`."
     from sklearn.metrics import silhouette_samples
     X = _features(X)
@@ -83,7 +90,13 @@ def silhouette_per_label(X, labels, metric: str = 'cosine') -> dict:
     return {l: float(s[y == l].mean()) for l in sorted(set(y))}
 
 def knn_predictions(
-    X, labels, k: int = 5, folds: int = 5, metric: str = 'cosine', seed: int = 0, groups=None
+    X: ArrayLike,
+    labels: ArrayLike,
+    k: int = 5,
+    folds: int = 5,
+    metric: str = 'cosine',
+    seed: int = 0,
+    groups: ArrayLike = None,
 ) -> np.ndarray:
     """Cross-validated k-NN predictions: each sample's label predicted from the other folds. Stratified
     folds when every label has at least `folds` samples, shuffled plain folds otherwise; with `groups`
@@ -107,18 +120,36 @@ def knn_predictions(
     k = max(1, min(k, min(len(tr) for tr, _ in cv)))
     return cross_val_predict(KNeighborsClassifier(k, metric=metric), X, y, cv=cv)
 
-def knn_accuracy(X, labels, k: int = 5, folds: int = 5, metric: str = 'cosine', seed: int = 0, groups=None) -> float:
+def knn_accuracy(
+    X: ArrayLike,
+    labels: ArrayLike,
+    k: int = 5,
+    folds: int = 5,
+    metric: str = 'cosine',
+    seed: int = 0,
+    groups: ArrayLike = None,
+) -> float:
     "Cross-validated k-NN accuracy of predicting `labels` from `X` (folds respect `groups` when given)."
     hits = knn_predictions(X, labels, k, folds, metric, seed, groups) == _labels(labels, len(_features(X)))
     return float(hits.mean())
 
-def chance_accuracy(labels) -> float:
+def chance_accuracy(labels: ArrayLike) -> float:
     "The accuracy of always guessing the most common label."
     _, c = np.unique(_labels(labels, len(labels)), return_counts=True)
     return float(c.max() / c.sum())
 
-def cluster_stats(X, labels, k: int = 5, folds: int = 5, metric: str = 'cosine', n_boot: int = 500, level: float = 0.95,
-                  seed: int = 0, groups=None, n_null: int = 20) -> dict:
+def cluster_stats(
+    X: ArrayLike,
+    labels: ArrayLike,
+    k: int = 5,
+    folds: int = 5,
+    metric: str = 'cosine',
+    n_boot: int = 500,
+    level: float = 0.95,
+    seed: int = 0,
+    groups: ArrayLike = None,
+    n_null: int = 20,
+) -> dict:
     """Silhouette and k-NN accuracy by `labels`, each with a bootstrap CI over samples and a null (the
     same measure with labels shuffled, mean of `n_null`), the chance accuracy, and the counts."""
     from foresight.stats import bootstrap_ci
@@ -162,7 +193,7 @@ def _slices(grids) -> list:
         out += [(s.reshape(-1, s.shape[-1]), tuple(s.shape[:2])) for s in g]
     return out
 
-def spatial_similarity(grids, centre: bool = True, far: float = 0.5) -> dict:
+def spatial_similarity(grids: list, centre: bool = True, far: float = 0.5) -> dict:
     """How cosine similarity between patch tokens depends on their grid distance, over every temporal
     slice of `grids`: `spearman` (mean over slices of Spearman ρ between similarity and distance; < 0
     when neighbours are more alike), `adjacent` and `distant` (mean similarity of 4-neighbours and of
@@ -188,7 +219,7 @@ def spatial_similarity(grids, centre: bool = True, far: float = 0.5) -> dict:
                 by_distance={k: float(np.mean(v)) for k, v in sorted(curve.items())}, n_slices=len(rho))
 
 # %% ../nbs/01_e1_1_latent_viz.ipynb #dc0c6999
-def token_table(grids, items=None) -> dict:
+def token_table(grids: list, items: ArrayLike | None = None) -> dict:
     """Flatten `(T, H, W, C)` grids into `tokens (N, C)` with, per token, `item` (index into `grids`
     or the given `items` labels), `frame`, `row`, `col` and the grid's `height`, `width`."""
     cols = dict(tokens=[], item=[], frame=[], row=[], col=[], height=[], width=[])
@@ -217,7 +248,7 @@ def position_bins(table: dict, bins: int = 2) -> np.ndarray:
     c = np.minimum(table['col'] * bins // table['width'], bins - 1)
     return np.array([f'{a},{b}' for a, b in zip(r, c)])
 
-def mask_token_labels(masks, h: int, w: int, cover: float = 0.5) -> np.ndarray:
+def mask_token_labels(masks: ArrayLike, h: int, w: int, cover: float = 0.5) -> np.ndarray:
     """`(h, w)` bool: the cells of an `h × w` token grid more than `cover` covered by the union of object `masks` `(k,
     H, W)` or `(H, W)`."""
     m = np.asarray(masks, bool)
@@ -226,7 +257,7 @@ def mask_token_labels(masks, h: int, w: int, cover: float = 0.5) -> np.ndarray:
     if H % h or W % w: raise ValueError(f"a {H}x{W} mask does not tile into a {h}x{w} token grid")
     return m.reshape(h, H // h, w, W // w).mean((1, 3)) > cover
 
-def balanced_accuracy_ci(y, pred, groups, n_boot: int = 2000, seed: int = 0) -> tuple:
+def balanced_accuracy_ci(y: ArrayLike, pred: ArrayLike, groups: ArrayLike, n_boot: int = 2000, seed: int = 0) -> tuple:
     """`(balanced accuracy, per-group (hits, counts) tables)`: the mean over classes of the share of each class's
     items predicted right; the tables let a bootstrap resample groups (`balanced_from`)."""
     y, pred = np.asarray(y), np.asarray(pred)
@@ -236,20 +267,22 @@ def balanced_accuracy_ci(y, pred, groups, n_boot: int = 2000, seed: int = 0) -> 
     cnt = np.stack([np.bincount(gi, y == c, gi.max() + 1) for c in cls], 1)
     return balanced_from(hits, cnt), (hits, cnt)
 
-def balanced_from(hits, cnt, idx=None) -> np.ndarray:
+def balanced_from(hits: ArrayLike, cnt: ArrayLike, idx: ArrayLike | None = None) -> np.ndarray:
     "Balanced accuracy from per-group tables, over all groups or over each row of resampled group indices `idx`."
     if idx is None: return float(np.mean(hits.sum(0) / np.maximum(cnt.sum(0), 1)))
     return (hits[idx].sum(1) / np.maximum(cnt[idx].sum(1), 1)).mean(-1)
 
 # %% ../nbs/01_e1_1_latent_viz.ipynb #69ca1c48
-def position_colors(rows, cols, height, width) -> np.ndarray:
+def position_colors(rows: ArrayLike, cols: ArrayLike, height: int | ArrayLike, width: int | ArrayLike) -> np.ndarray:
     "RGB colours encoding grid position: red grows with the column, green with the row."
     rows, cols = np.asarray(rows, float), np.asarray(cols, float)
     x = cols / np.maximum(np.asarray(width, float) - 1, 1)
     y = rows / np.maximum(np.asarray(height, float) - 1, 1)
     return np.stack([0.15 + 0.8 * x, 0.15 + 0.8 * y, 0.55 - 0.35 * (x + y) / 2], -1).clip(0, 1)
 
-def scatter_by_category(ax, Y, labels, title: str = '', s: float = 8, legend: bool = True):
+def scatter_by_category(
+    ax: Axes, Y: ArrayLike, labels: ArrayLike, title: str = '', s: float = 8, legend: bool = True
+) -> None:
     "Scatter a 2-D embedding coloured by category."
     import matplotlib.pyplot as plt
     labels = np.asarray([str(l) for l in labels])
@@ -261,7 +294,16 @@ def scatter_by_category(ax, Y, labels, title: str = '', s: float = 8, legend: bo
     if legend: ax.legend(fontsize=6, markerscale=1.5, loc='best', frameon=False, ncol=1 if len(cats) <= 8 else 2)
     _style(ax, title)
 
-def scatter_by_position(ax, Y, rows, cols, height, width, title: str = '', s: float = 8):
+def scatter_by_position(
+    ax: Axes,
+    Y: ArrayLike,
+    rows: ArrayLike,
+    cols: ArrayLike,
+    height: int | ArrayLike,
+    width: int | ArrayLike,
+    title: str = '',
+    s: float = 8,
+) -> None:
     "Scatter a 2-D embedding coloured by grid position, with the colour key inset."
     ax.scatter(Y[:, 0], Y[:, 1], s=s, c=position_colors(rows, cols, height, width), linewidths=0, alpha=0.9)
     ins = ax.inset_axes([0.8, 0.8, 0.18, 0.18])
@@ -271,13 +313,13 @@ def scatter_by_position(ax, Y, rows, cols, height, width, title: str = '', s: fl
     ins.set_yticks([])
     _style(ax, title)
 
-def scatter_by_frame(ax, Y, frames, title: str = '', s: float = 8):
+def scatter_by_frame(ax: Axes, Y: ArrayLike, frames: ArrayLike, title: str = '', s: float = 8) -> None:
     "Scatter a 2-D embedding coloured by frame (temporal patch) index, with a colour bar."
     sc = ax.scatter(Y[:, 0], Y[:, 1], s=s, c=np.asarray(frames), cmap='viridis', linewidths=0, alpha=0.9)
     ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02, label='frame (temporal patch)')
     _style(ax, title)
 
-def views_figure(method: str, views: dict, embeds: dict, tables: dict, category, title: str = ''):
+def views_figure(method: str, views: dict, embeds: dict, tables: dict, category: ArrayLike, title: str = '') -> Figure:
     """A figure: a row per layer of `views`, and in the columns the pooled items by category, then the tokens
     by category, by grid position and by frame, from `embeds[(layer, method)] = (tokens 2-D, items 2-D)`."""
     import matplotlib.pyplot as plt
@@ -294,7 +336,7 @@ def views_figure(method: str, views: dict, embeds: dict, tables: dict, category,
     fig.tight_layout()
     return fig
 
-def summary_figure(stats: dict, knn_k: int, multi: bool = True):
+def summary_figure(stats: dict, knn_k: int, multi: bool = True) -> Figure:
     """A figure: silhouette and k-NN accuracy by category per layer with their CIs (left, middle; when `multi`),
     and token similarity against grid distance per layer (right), from the per-layer `stats`."""
     import matplotlib.pyplot as plt
@@ -320,7 +362,7 @@ def summary_figure(stats: dict, knn_k: int, multi: bool = True):
     fig.tight_layout()
     return fig
 
-def view_name(layer) -> str:
+def view_name(layer: str | int | Layer) -> str:
     "The name of a view of `layer` in tables and figures: `pre_merge`, `post_merge`, `block 15`, `llm:-1`."
     from foresight.layers import parse_layer
     lay = parse_layer(layer)
