@@ -785,7 +785,7 @@ def test_extraction_key_metric_counts_files_that_failed_to_decode(tmp_path):
     broken = _write_folder_of_14(tmp_path/'data'); bad_input(len(broken))
     env = dict(ENV, FORESIGHT_REPORTS=str(tmp_path/'reports'))
     cmd = [str(BIN/'foresight'), 'run', 'extraction', '-p', 'dataset', str(tmp_path/'data'), '-p', 'n_clips', '14', '-p', 'frames', '2',
-           '-p', 'size', '56', '-p', 'resolutions', '56', '-p', 'blocks', '', '-p', 'llm_layers', '-1', '--name', 'r', '--quiet']
+           '-p', 'size', '56', '-p', 'resolutions', '56', '-p', 'layer', 'post_merge,llm:-1', '--name', 'r', '--quiet']
     r = run_to_end(cmd, env=env, timeout=900); assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path/'reports'/'extraction'/'r'/'results.json').read_text())
     m = res['metrics']['skipped clips']
