@@ -11,17 +11,22 @@ __all__ = ['ABLATIONS', 'TOY_PARAMS', 'TOY_CODE', 'parse_grid', 'parse_params', 
            'plot_ablations', 'toy_project', 'C1_CRITERIA', 'c1_decision', 'c1_report_lines']
 
 # %% ../nbs/06_e1_6_ablations.ipynb #8a9d6db2
-import ast, json, math, os, re
+import ast, json, re
 from pathlib import Path
 import numpy as np
 
 # %% ../nbs/06_e1_6_ablations.ipynb #5a9d9193
 ABLATIONS = {
-    'layer':      dict(experiment='e1_2_probe', param='layer', what='vision block the probe reads', cheaper=None),
-    'merge':      dict(experiment='e1_2_probe', param='layer', what='token merging: pre- or post-merge latents', cheaper=['post_merge', 'pre_merge']),
-    'data':       dict(experiment='e1_2_probe', param='n_images', what='training images', cheaper='low'),
+    'layer': dict(experiment='e1_2_probe', param='layer', what='vision block the probe reads', cheaper=None),
+    'merge': dict(
+        experiment='e1_2_probe',
+        param='layer',
+        what='token merging: pre- or post-merge latents',
+        cheaper=['post_merge', 'pre_merge'],
+    ),
+    'data': dict(experiment='e1_2_probe', param='n_images', what='training images', cheaper='low'),
     'resolution': dict(experiment='e1_2_probe', param='resolution', what='image side in px', cheaper='low'),
-    'capacity':   dict(experiment='e1_5_reconstruction', param='width', what='adapter width (parameters)', cheaper='low'),
+    'capacity': dict(experiment='e1_5_reconstruction', param='width', what='adapter width (parameters)', cheaper='low'),
 }
 
 def _value(v: str):
@@ -37,11 +42,13 @@ def _split(part: str, what: str, example: str) -> tuple:
     return part[:i].strip(), part[i + 1:]
 
 def parse_grid(spec: str) -> dict:
-    "`'layer:1,31;merge:pre_merge,post_merge'` → `{'layer': [1, 31], 'merge': ['pre_merge', 'post_merge']}`, factors checked (`=` works for `:`)."
+    """`'layer:1,31;merge:pre_merge,post_merge'` → `{'layer': [1, 31], 'merge': ['pre_merge', 'post_merge']}`,
+    factors checked (`=` works for `:`)."""
     out = {}
     for part in [p for p in spec.split(';') if p.strip()]:
         k, vs = _split(part, 'grid', 'layer:1,31;resolution:56,112')
-        if k not in ABLATIONS: raise ValueError(f"unknown ablation {k!r} in the grid: choose from {', '.join(ABLATIONS)}")
+        if k not in ABLATIONS:
+            raise ValueError(f"unknown ablation {k!r} in the grid: choose from {', '.join(ABLATIONS)}")
         vals = [_value(v) for v in vs.split(',') if v.strip()]
         if not vals: raise ValueError(f"ablation {k!r} has no values: write {k}:v1,v2")
         out[k] = vals
@@ -50,7 +57,10 @@ def parse_grid(spec: str) -> dict:
 
 def parse_params(spec: str) -> dict:
     "`'n_images:16;epochs:2'` → `{'n_images': 16, 'epochs': 2}` (values may hold commas: `routes:latent,conditioning`)."
-    return dict((k, _value(v)) for k, v in (_split(p, 'parameter', 'n_images:16;epochs:2') for p in spec.split(';') if p.strip()))
+    return dict(
+        (k, _value(v))
+        for k, v in (_split(p, 'parameter', 'n_images:16;epochs:2') for p in spec.split(';') if p.strip())
+    )
 
 # %% ../nbs/06_e1_6_ablations.ipynb #414d6e62
 def notebook_defaults(experiment: str, nbs=None) -> dict:
@@ -60,8 +70,10 @@ def notebook_defaults(experiment: str, nbs=None) -> dict:
     return {k: _value(str(p['default'])) for k, p in notebook_params(nb).items()}
 
 def ablation_points(factor: str, values, base: dict) -> dict:
-    "The sweep grid of one ablation: the factor's parameter over `values`, every other factor of the same notebook fixed at `base`."
-    a = ABLATIONS[factor]; exp = a['experiment']
+    """The sweep grid of one ablation: the factor's parameter over `values`, every other factor of the same notebook
+    fixed at `base`."""
+    a = ABLATIONS[factor]
+    exp = a['experiment']
     params = list(dict.fromkeys(b['param'] for b in ABLATIONS.values() if b['experiment'] == exp))
     missing = [p for p in params if p not in base]
     if missing: raise ValueError(f"no baseline for {', '.join(missing)} of {exp}: the notebook does not take them")
@@ -69,7 +81,8 @@ def ablation_points(factor: str, values, base: dict) -> dict:
 
 # %% ../nbs/06_e1_6_ablations.ipynb #cdee4b0c
 def run_quality(res: dict) -> dict:
-    "Headline figures of one run's `results.json`: `LPIPS` (with `ci` and `target`), `PSNR`, `SSIM`, and `params` where known."
+    """Headline figures of one run's `results.json`: `LPIPS` (with `ci` and `target`), `PSNR`, `SSIM`, and `params`
+    where known."""
     q = (res.get('values') or {}).get('quality')
     if isinstance(q, dict):
         return dict(LPIPS=q.get('LPIPS'), ci=tuple(q.get('LPIPS_ci') or (np.nan, np.nan)), target=q.get('target'),
@@ -82,7 +95,8 @@ def run_quality(res: dict) -> dict:
                 PSNR=get('held-out PSNR (dB)'), SSIM=get('held-out SSIM'), params=None)
 
 def half_of(group: str, seed: int = 0) -> str:
-    "`'select'` or `'report'`: a fixed half of the held-out data, by a hash of the item's source group (twins stay together)."
+    """`'select'` or `'report'`: a fixed half of the held-out data, by a hash of the item's source group (twins stay
+    together)."""
     import hashlib
     return ('select', 'report')[hashlib.sha1(f'{seed}:{group}'.encode()).digest()[0] % 2]
 
@@ -95,7 +109,9 @@ def split_quality(res: dict, seed: int = 0) -> dict:
     for i, d in items.items():
         x = d.get('lpips', d.get('LPIPS'))
         if x is not None: lp[half_of(d.get('group', i), seed)].append(float(x))
-    return {f'{h}_LPIPS': float(np.mean(a)) if a else float('nan') for h, a in lp.items()} | {f'n_{h}': len(a) for h, a in lp.items()}
+    return {f'{h}_LPIPS': float(np.mean(a)) if a else float('nan') for h, a in lp.items()} | {
+        f'n_{h}': len(a) for h, a in lp.items()
+    }
 
 # %% ../nbs/06_e1_6_ablations.ipynb #7aa1312a
 def aggregate(sweeps: dict):
@@ -108,15 +124,43 @@ def aggregate(sweeps: dict):
         done = {json.dumps(r['point'][param]): r for r in out['results']}
         fails = {json.dumps(fl['point'][param]): fl for fl in out['failures']}
         for v in values:
-            k = json.dumps(v); row = dict(ablation=factor, experiment=ABLATIONS[factor]['experiment'], value=v)
+            k = json.dumps(v)
+            row = dict(ablation=factor, experiment=ABLATIONS[factor]['experiment'], value=v)
             if k in done:
                 q = run_quality(done[k]['results'])
-                row.update(LPIPS=q['LPIPS'], lo=q['ci'][0], hi=q['ci'][1], target=q['target'], PSNR=q['PSNR'], SSIM=q['SSIM'],
-                           params=q['params'], **split_quality(done[k]['results']), run=done[k]['run'], status='finished')
+                row.update(
+                    LPIPS=q['LPIPS'],
+                    lo=q['ci'][0],
+                    hi=q['ci'][1],
+                    target=q['target'],
+                    PSNR=q['PSNR'],
+                    SSIM=q['SSIM'],
+                    params=q['params'],
+                    **split_quality(done[k]['results']),
+                    run=done[k]['run'],
+                    status='finished',
+                )
             else: row.update(status='failed', error=(fails.get(k) or {}).get('error', 'not run')[:300])
             rows.append(row)
-    cols = ['ablation', 'experiment', 'value', 'LPIPS', 'lo', 'hi', 'target', 'PSNR', 'SSIM', 'params', 'select_LPIPS', 'report_LPIPS',
-            'n_select', 'n_report', 'run', 'status', 'error']
+    cols = [
+        'ablation',
+        'experiment',
+        'value',
+        'LPIPS',
+        'lo',
+        'hi',
+        'target',
+        'PSNR',
+        'SSIM',
+        'params',
+        'select_LPIPS',
+        'report_LPIPS',
+        'n_select',
+        'n_report',
+        'run',
+        'status',
+        'error',
+    ]
     return pd.DataFrame(rows).reindex(columns=cols)
 
 # %% ../nbs/06_e1_6_ablations.ipynb #52a8253c
@@ -141,9 +185,18 @@ def recommend(df, tolerance: float = 0.01, select: str = 'select_LPIPS', report:
         best = g.loc[g[sel].idxmin()]
         near = g[g[sel] <= best[sel] + tolerance]
         pick = near.loc[min(near.index, key=lambda i: (_cost_rank(factor, near.loc[i, 'value']), near.loc[i, sel]))]
-        why = 'lowest LPIPS' if pick.value == best.value else f'within {tolerance} of the best ({best.value}) and cheaper'
-        out[factor] = dict(value=pick.value, LPIPS=float(pick[rep]), best_value=best.value, best_LPIPS=float(best[sel]), why=why,
-                           unseen=bool(unseen), selected_on=float(pick[sel]))
+        why = (
+            'lowest LPIPS' if pick.value == best.value else f'within {tolerance} of the best ({best.value}) and cheaper'
+        )
+        out[factor] = dict(
+            value=pick.value,
+            LPIPS=float(pick[rep]),
+            best_value=best.value,
+            best_LPIPS=float(best[sel]),
+            why=why,
+            unseen=bool(unseen),
+            selected_on=float(pick[sel]),
+        )
     return out
 
 # %% ../nbs/06_e1_6_ablations.ipynb #b2215b11
@@ -167,10 +220,12 @@ def width_for(n: float, shape: str = 'query', **kw) -> int:
 def plot_ablations(df, targets: dict | None = None):
     "One panel per ablation: LPIPS (with its CI) against the factor's values; failed points marked on the axis."
     import matplotlib.pyplot as plt
-    facs = list(dict.fromkeys(df.ablation)); n = len(facs)
+    facs = list(dict.fromkeys(df.ablation))
+    n = len(facs)
     fig, axs = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False)
     for ax, fac in zip(axs[0], facs):
-        g = df[df.ablation == fac].reset_index(drop=True); x = np.arange(len(g))
+        g = df[df.ablation == fac].reset_index(drop=True)
+        x = np.arange(len(g))
         ok = g.status == 'finished'
         y, lo, hi = (g[c].astype(float).to_numpy() for c in ('LPIPS', 'lo', 'hi'))
         err = np.nan_to_num(np.stack([y - lo, hi - y]).clip(min=0))
@@ -178,9 +233,12 @@ def plot_ablations(df, targets: dict | None = None):
         if (~ok).any(): ax.plot(x[~ok], [ax.get_ylim()[0]] * int((~ok).sum()), 'rx', ms=9, label='failed')
         t = (targets or {}).get(fac)
         if t: ax.axhline(t, color='grey', ls='--', lw=0.8)
-        ax.set_xticks(x); ax.set_xticklabels([str(v) for v in g.value], rotation=30, fontsize=7)
-        ax.set_title(f"{fac}: {ABLATIONS[fac]['what']}", fontsize=8); ax.set_ylabel('LPIPS (lower is better)')
-    fig.tight_layout(); return fig
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(v) for v in g.value], rotation=30, fontsize=7)
+        ax.set_title(f"{fac}: {ABLATIONS[fac]['what']}", fontsize=8)
+        ax.set_ylabel('LPIPS (lower is better)')
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/06_e1_6_ablations.ipynb #89c92f33
 TOY_PARAMS = 'a = 1\nb = "x"\nrun_dir = ""'
@@ -191,14 +249,22 @@ f.metric("held-out LPIPS", 0.1 * a + (0.05 if b == "y" else 0.0), "< 0.5", "plan
 f.write("planted")"""
 
 def toy_project(root) -> Path:
-    "A throwaway project folder whose `nbs/` holds one experiment notebook `01_toy` (for testing sweeps); returns its `nbs`."
+    """A throwaway project folder whose `nbs/` holds one experiment notebook `01_toy` (for testing sweeps); returns
+    its `nbs`."""
     import nbformat
-    nbs = Path(root)/'nbs'; nbs.mkdir(parents=True, exist_ok=True)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(TOY_PARAMS, metadata={'tags': ['parameters']}), nbformat.v4.new_code_cell(TOY_CODE)],
-                                  metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}})
+    nbs = Path(root)/'nbs'
+    nbs.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(TOY_PARAMS, metadata={'tags': ['parameters']}),
+            nbformat.v4.new_code_cell(TOY_CODE),
+        ],
+        metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
+    )
     nbformat.write(nb, nbs/'01_toy.ipynb')
     return nbs
 
 # %% ../nbs/06_e1_6_ablations.ipynb #340e481d
-from .decisions import C1_CRITERIA, c1_decision, c1_report_lines
+from .decisions import (  # re-exported (`X as X` marks a re-export for linters)
+    C1_CRITERIA as C1_CRITERIA, c1_decision as c1_decision, c1_report_lines as c1_report_lines)
 _all_ = ['C1_CRITERIA', 'c1_decision', 'c1_report_lines']

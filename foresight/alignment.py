@@ -17,14 +17,15 @@ __all__ = ['METRICS', 'ID_METHODS', 'RSA_METHODS', 'RECALL_MIN_N', 'layer_label'
            'choose_layer', 'criterion_verdict', 'recommend']
 
 # %% ../nbs/07_q1_alignment.ipynb #f7324ea7
-import math, warnings, functools
+import math, functools
 import numpy as np, torch, torch.nn.functional as F
 from .layers import parse_layer
 from .runtime import default_device as _device
 
 # %% ../nbs/07_q1_alignment.ipynb #db71b9b2
 def layer_label(layer) -> str:
-    "A layer's name in tables and figures: `'LLM 4'` for `llm:4`, `'block 24'` for a vision block, else the merge point."
+    """A layer's name in tables and figures: `'LLM 4'` for `llm:4`, `'block 24'` for a vision block, else the merge
+    point."""
     l = parse_layer(layer)
     return f'LLM {l.index}' if l.is_llm else f'block {l.index}' if l.kind == 'block' else l.kind
 
@@ -38,7 +39,8 @@ def as_matrix(X, name: str = 'X', device=None, dtype=torch.float64) -> torch.Ten
                          f"flatten each sample first, e.g. {name}.reshape(len({name}), -1)")
     if t.shape[0] < 2: raise ValueError(f"{name}: needs at least 2 samples (rows), got {t.shape[0]}")
     t = t.to(device=_device(device), dtype=dtype)
-    if not torch.isfinite(t).all(): raise ValueError(f"{name}: holds NaN or Inf values; drop or fix those samples first")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name}: holds NaN or Inf values; drop or fix those samples first")
     return t
 
 def as_pair(X, Y, device=None) -> tuple:
@@ -80,7 +82,8 @@ def group_halves(groups, n_sub: int, seed: int = 0) -> list:
     """`n_sub` random half-samples by source: each keeps every row of `G // 2` of the G source groups,
     drawn without replacement; a list of row-index tensors (CPU). No row is ever copied, so no copy can
     pose as a neighbour, a pair or a fold-mate of itself."""
-    g = group_codes(groups); G = int(g.max()) + 1
+    g = group_codes(groups)
+    G = int(g.max()) + 1
     if G < 4: raise ValueError(f"half-sampling needs at least 4 source groups, got {G}")
     gen = _gen(seed)
     return [torch.nonzero(torch.isin(g, torch.randperm(G, generator=gen)[:G // 2]))[:, 0] for _ in range(n_sub)]
@@ -91,7 +94,9 @@ def half_sample_interval(reps, estimate: float, G: int, level: float = 0.95) -> 
     statistics such as neighbour overlaps), normal, around `estimate`. A plain bootstrap would copy rows,
     and copies distort neighbour lists and fitted maps."""
     from scipy.stats import norm
-    r = torch.as_tensor(reps, dtype=torch.float64).cpu(); r = r[torch.isfinite(r)]; m = G // 2
+    r = torch.as_tensor(reps, dtype=torch.float64).cpu()
+    r = r[torch.isfinite(r)]
+    m = G // 2
     if len(r) < 2 or not math.isfinite(estimate): return (float('nan'), float('nan'))
     h = float(norm.ppf((1 + level) / 2)) * math.sqrt(m / (G - m)) * float(r.std())
     return (estimate - h, estimate + h)
@@ -99,16 +104,19 @@ def half_sample_interval(reps, estimate: float, G: int, level: float = 0.95) -> 
 def group_folds(groups, folds: int = 5, seed: int = 0) -> list:
     """`folds` disjoint sorted test-index sets covering every row, whole groups at a time: a source never
     sits on both sides of a train/test split."""
-    g = group_codes(groups); G = int(g.max()) + 1
+    g = group_codes(groups)
+    G = int(g.max()) + 1
     if not 2 <= folds <= G: raise ValueError(f"folds={folds}: need 2 <= folds <= the number of source groups ({G})")
     order = torch.randperm(G, generator=_gen(seed))
-    fold_of = torch.empty(G, dtype=torch.long); fold_of[order] = torch.arange(G) % folds
+    fold_of = torch.empty(G, dtype=torch.long)
+    fold_of[order] = torch.arange(G) % folds
     return [torch.nonzero(fold_of[g] == f)[:, 0] for f in range(folds)]
 
 def split_groups(groups, seed: int = 0) -> tuple:
     """Two disjoint row-index sets `(select, report)`, about half the source groups each: choose on one,
     report on the other."""
-    g = group_codes(groups); G = int(g.max()) + 1
+    g = group_codes(groups)
+    G = int(g.max()) + 1
     if G < 4: raise ValueError(f"splitting needs at least 4 source groups, got {G}")
     half = torch.randperm(G, generator=_gen(seed))[:G // 2]
     a = torch.isin(g, half)
@@ -126,14 +134,19 @@ def distance_blocks(X: torch.Tensor, metric: str = 'euclidean', budget: int = 2 
     step = _rows_per_block(len(X), budget)
     for s in range(0, len(X), step):
         G = A[s:s + step] @ A.T
-        D = (1 - G).clamp_min(0) if metric == 'cosine' else (sq[s:s + step, None] + sq[None] - 2 * G).clamp_min(0).sqrt()
+        D = (
+            (1 - G).clamp_min(0)
+            if metric == 'cosine'
+            else (sq[s : s + step, None] + sq[None] - 2 * G).clamp_min(0).sqrt()
+        )
         D[torch.arange(len(D)), torch.arange(s, s + len(D))] = 0
         yield s, D
 
 def rdm(X, metric: str = 'euclidean', device=None) -> torch.Tensor:
     """The representational dissimilarity matrix in condensed form: the `n(n-1)/2` distances above the
     diagonal in `scipy.spatial.distance.pdist` order, computed in row blocks."""
-    X = as_matrix(X, device=device); out = []
+    X = as_matrix(X, device=device)
+    out = []
     for s, D in distance_blocks(X, metric):
         rows = torch.arange(s, s + len(D), device=D.device)
         out.append(D[torch.arange(D.shape[1], device=D.device)[None] > rows[:, None]])
@@ -151,7 +164,9 @@ def knn_search(X, k: int, metric: str = 'cosine', device=None, groups=None) -> t
     ds, ix = [], []
     for s, D in distance_blocks(X, metric):
         D[g[s:s + len(D), None] == g[None]] = float('inf')
-        d, i = D.topk(k, dim=1, largest=False); ds.append(d); ix.append(i)
+        d, i = D.topk(k, dim=1, largest=False)
+        ds.append(d)
+        ix.append(i)
     return torch.cat(ds), torch.cat(ix)
 
 # %% ../nbs/07_q1_alignment.ipynb #86893ad5
@@ -160,12 +175,15 @@ def rankdata(v: torch.Tensor) -> torch.Tensor:
     s, order = torch.sort(v)
     _, inv, counts = torch.unique_consecutive(s, return_inverse=True, return_counts=True)
     ends = counts.cumsum(0).to(torch.float64)
-    r = torch.empty(len(v), dtype=torch.float64, device=v.device); r[order] = (ends - (counts - 1) / 2)[inv]
+    r = torch.empty(len(v), dtype=torch.float64, device=v.device)
+    r[order] = (ends - (counts - 1) / 2)[inv]
     return r
 
 def _standardise(v: torch.Tensor) -> torch.Tensor:
     "`v` centred and scaled to unit norm: the dot product of two such vectors is their Pearson r."
-    v = v.to(torch.float64); v = v - v.mean(); n = v.norm()
+    v = v.to(torch.float64)
+    v = v - v.mean()
+    n = v.norm()
     return v / n if n > 0 else v
 
 def pearson(a, b) -> float: return float((_standardise(a) * _standardise(b)).sum())
@@ -176,16 +194,21 @@ def kendall(a, b, max_pairs: int = 2_000_000, seed: int = 0) -> float:
     from scipy.stats import kendalltau
     a, b = a.detach().cpu().numpy(), b.detach().cpu().numpy()
     if len(a) > max_pairs:
-        i = np.random.default_rng(seed).choice(len(a), max_pairs, replace=False); a, b = a[i], b[i]
+        i = np.random.default_rng(seed).choice(len(a), max_pairs, replace=False)
+        a, b = a[i], b[i]
     return float(kendalltau(a, b).statistic)
 
 # %% ../nbs/07_q1_alignment.ipynb #9a81ec04
 def mle_intrinsic_dim(X, k1: int = 10, k2: int = 20, device=None) -> float:
     """Levina–Bickel MLE of intrinsic dimension averaged over `k = k1..k2`; for each k the per-point
     inverse estimates are averaged before inverting (MacKay & Ghahramani). Duplicate rows are dropped."""
-    X = torch.unique(as_matrix(X, device=device), dim=0); n = len(X)
+    X = torch.unique(as_matrix(X, device=device), dim=0)
+    n = len(X)
     if not 2 <= k1 <= k2: raise ValueError(f"k1={k1}, k2={k2}: need 2 <= k1 <= k2")
-    if n <= k2: raise ValueError(f"MLE intrinsic dimension with k2={k2} needs more than {k2} distinct samples, got {n}: lower k2")
+    if n <= k2:
+        raise ValueError(
+            f"MLE intrinsic dimension with k2={k2} needs more than {k2} distinct samples, got {n}: lower k2"
+        )
     d, _ = knn_search(X, k2, 'euclidean')
     logd = d.clamp_min(torch.finfo(d.dtype).tiny).log()
     inv = [(logd[:, k - 1:k] - logd[:, :k - 1]).sum(1).mean() / (k - 1) for k in range(k1, k2 + 1)]
@@ -194,24 +217,28 @@ def mle_intrinsic_dim(X, k1: int = 10, k2: int = 20, device=None) -> float:
 def twonn_intrinsic_dim(X, discard: float = 0.1, device=None) -> float:
     """TwoNN (Facco et al. 2017): the slope through the origin of `-log(1 - F(μ))` on `log μ`,
     `μ = r₂ / r₁`, after discarding the largest `discard` fraction of μ. Duplicate rows are dropped."""
-    X = torch.unique(as_matrix(X, device=device), dim=0); n = len(X)
+    X = torch.unique(as_matrix(X, device=device), dim=0)
+    n = len(X)
     if n < 3: raise ValueError(f"TwoNN needs at least 3 distinct samples, got {n}")
     d, _ = knn_search(X, 2, 'euclidean')
     mu = torch.sort(d[:, 1] / d[:, 0].clamp_min(torch.finfo(d.dtype).tiny)).values
     keep = max(2, int(math.floor(n * (1 - discard))))
-    x = mu[:keep].log(); y = -torch.log1p(-torch.arange(1, keep + 1, device=mu.device, dtype=mu.dtype) / n)
+    x = mu[:keep].log()
+    y = -torch.log1p(-torch.arange(1, keep + 1, device=mu.device, dtype=mu.dtype) / n)
     return float((x * y).sum() / (x * x).sum())
 
 def pca_spectrum(X, device=None) -> torch.Tensor:
     "Variances along the principal axes of `X`, largest first (from the smaller Gram matrix)."
-    X = as_matrix(X, device=device); X = X - X.mean(0)
+    X = as_matrix(X, device=device)
+    X = X - X.mean(0)
     G = X.T @ X if X.shape[1] <= X.shape[0] else X @ X.T
     return torch.linalg.eigvalsh(G).flip(0).clamp_min(0) / (len(X) - 1)
 
 def pca_dim(X, var: float = 0.95, device=None) -> int:
     "How many principal components explain a fraction `var` of the variance (at most n-1 for n samples)."
     if not 0 < var <= 1: raise ValueError(f"var={var}: a fraction of variance in (0, 1], e.g. 0.95")
-    ev = pca_spectrum(X, device); c = ev.cumsum(0) / ev.sum()
+    ev = pca_spectrum(X, device)
+    c = ev.cumsum(0) / ev.sum()
     return int((c < var * (1 - 1e-12)).sum()) + 1
 
 ID_METHODS = ('mle', 'twonn', 'pca95')
@@ -225,8 +252,10 @@ def intrinsic_dim(X, method: str = 'mle', **kw) -> float:
 
 def intrinsic_dims(X, k1: int = 10, k2: int = 20, device=None) -> dict:
     "All three estimates plus the ambient width and sample count; MLE's k range shrinks to fit small n."
-    X = as_matrix(X, device=device); nu = len(torch.unique(X, dim=0))
-    k2 = min(k2, nu - 1); k1 = min(k1, k2)
+    X = as_matrix(X, device=device)
+    nu = len(torch.unique(X, dim=0))
+    k2 = min(k2, nu - 1)
+    k1 = min(k1, k2)
     return dict(mle=mle_intrinsic_dim(X, k1, k2) if k2 >= 2 else float('nan'), twonn=twonn_intrinsic_dim(X),
                 pca95=pca_dim(X), ambient=X.shape[1], n=len(X))
 
@@ -247,14 +276,18 @@ def linear_cka(X, Y, debiased: bool = False, device=None) -> float:
     """Linear CKA between `(n, dx)` and `(n, dy)` representations of the same n samples. `debiased=True`
     uses the unbiased HSIC estimator (Song et al. 2012), as Kornblith/Nguyen do: biased CKA is inflated
     when samples are few and dimensions many. `linear_cka(X, X) == 1.0`."""
-    X, Y = as_pair(X, Y, device); n = len(X)
+    X, Y = as_pair(X, Y, device)
+    n = len(X)
     X, Y = _centre(X), _centre(Y)
     xy, xx, yy = _dot_sim(X, Y), _dot_sim(X, X), _dot_sim(Y, Y)
     if debiased:
         if n < 4: raise ValueError(f"debiased CKA needs at least 4 samples, got {n}")
         dx, dy = (X * X).sum(1), (Y * Y).sum(1)
-        xy, xx, yy = (_debiased_sim(xy, dx, dy, dx.sum(), dy.sum(), n), _debiased_sim(xx, dx, dx, dx.sum(), dx.sum(), n),
-                      _debiased_sim(yy, dy, dy, dy.sum(), dy.sum(), n))
+        xy, xx, yy = (
+            _debiased_sim(xy, dx, dy, dx.sum(), dy.sum(), n),
+            _debiased_sim(xx, dx, dx, dx.sum(), dx.sum(), n),
+            _debiased_sim(yy, dy, dy, dy.sum(), dy.sum(), n),
+        )
         if xx <= 0 or yy <= 0: return float('nan')
     den = (xx * yy).sqrt()
     return float((xy / den).clamp(-1, 1)) if den > 0 else float('nan')
@@ -262,10 +295,13 @@ def linear_cka(X, Y, debiased: bool = False, device=None) -> float:
 # %% ../nbs/07_q1_alignment.ipynb #329e29e3
 def _perm_inner(K: torch.Tensor, L: torch.Tensor, perms: torch.Tensor, budget: int = 2 ** 24) -> torch.Tensor:
     "`⟨K, L[π][:, π]⟩` for every row π of `perms` `(B, n)`: many at once for small n, in row blocks for large n."
-    n = len(K); per = budget // (n * n); out = [torch.zeros(0, dtype=K.dtype, device=K.device)]
+    n = len(K)
+    per = budget // (n * n)
+    out = [torch.zeros(0, dtype=K.dtype, device=K.device)]
     if per > 1:
         for s in range(0, len(perms), per):
-            P = perms[s:s + per]; out.append((K[None] * L[P[:, :, None], P[:, None, :]]).sum((1, 2)))
+            P = perms[s:s + per]
+            out.append((K[None] * L[P[:, :, None], P[:, None, :]]).sum((1, 2)))
     else:
         step = _rows_per_block(n, budget)
         for p in perms: out.append(sum((K[s:s + step] * L[p[s:s + step]][:, p]).sum() for s in range(0, n, step))[None])
@@ -273,7 +309,8 @@ def _perm_inner(K: torch.Tensor, L: torch.Tensor, perms: torch.Tensor, budget: i
 
 def _hsic_u_grams(K, L):
     "Unbiased HSIC times n(n-3) for batches of Grams `(B, n, n)` whose diagonals (and tied pairs) are zeroed."
-    n = K.shape[-1]; kr, lr = K.sum(-1), L.sum(-1)
+    n = K.shape[-1]
+    kr, lr = K.sum(-1), L.sum(-1)
     return (K * L).sum((-1, -2)) + kr.sum(-1) * lr.sum(-1) / ((n - 1) * (n - 2)) - 2 / (n - 2) * (kr * lr).sum(-1)
 
 def _double_centre(K):
@@ -294,7 +331,8 @@ def boot_interval(boots: torch.Tensor, estimate: float, level: float = 0.95) -> 
     """A `level` interval from bootstrap replicates, placed on the estimate: the replicates' spread
     around their own mean, added to `estimate` (resamples hold copies, which shift statistics such as
     biased CKA; their spread is what the interval needs)."""
-    b = torch.as_tensor(boots).double().cpu(); b = b[torch.isfinite(b)]
+    b = torch.as_tensor(boots).double().cpu()
+    b = b[torch.isfinite(b)]
     if len(b) < 2: return (float('nan'), float('nan'))
     a = (1 - level) / 2
     q = torch.quantile(b - b.mean(), torch.tensor([a, 1 - a], dtype=b.dtype)) + estimate
@@ -305,7 +343,8 @@ def cka_stats(X, Y, debiased: bool = True, n_perm: int = 200, n_boot: int = 200,
     """Linear CKA with its calibration: `cka`; the null of shuffled pairings (`null_mean`, `null_sd`,
     one-sided `p`); `calibrated = cka - null_mean`; a bootstrap `ci` over samples. Works on the two
     `(n, n)` Gram matrices, so each permutation or resample costs O(n²) whatever the widths."""
-    X, Y = as_pair(X, Y, device); n = len(X)
+    X, Y = as_pair(X, Y, device)
+    n = len(X)
     if debiased and n < 4: raise ValueError(f"debiased CKA needs at least 4 samples, got {n}")
     X, Y = _centre(X), _centre(Y)
     K, L = X @ X.T, Y @ Y.T
@@ -314,10 +353,13 @@ def cka_stats(X, Y, debiased: bool = True, n_perm: int = 200, n_boot: int = 200,
     P = permutations(n, n_perm, seed, X.device)
     inner = _perm_inner(K, L, P)
     if debiased:
-        den = (_debiased_sim(kk, dx, dx, dx.sum(), dx.sum(), n) * _debiased_sim(ll, dy, dy, dy.sum(), dy.sum(), n)).sqrt()
+        den = (
+            _debiased_sim(kk, dx, dx, dx.sum(), dx.sum(), n) * _debiased_sim(ll, dy, dy, dy.sum(), dy.sum(), n)
+        ).sqrt()
         null = _debiased_sim(inner, dx[None], dy[P], dx.sum(), dy.sum(), n) / den
     else: null = inner / (kk * ll).sqrt()
-    null = null.cpu(); boots = []
+    null = null.cpu()
+    boots = []
     I_all = torch.randint(0, n, (n_boot, n), generator=_gen(seed + 1)).to(X.device)
     per = max(1, 2 ** 24 // (n * n))
     for s in range(0, n_boot, per):
@@ -352,10 +394,13 @@ class RidgeFold:
             (self.S ** 2).mean() * torch.logspace(-6, 4, 41, dtype=X.dtype, device=X.device)
     def errors(self, Y: torch.Tensor) -> torch.Tensor:
         "The CV error of every alpha on the grid, for targets `Y`."
-        n, Yc = self.n, Y - Y.mean(0, keepdim=True); C = self.U.T @ Yc; s2 = self.S ** 2
+        n, Yc = self.n, Y - Y.mean(0, keepdim=True)
+        C = self.U.T @ Yc
+        s2 = self.S ** 2
         f = s2[None] / (s2[None] + self.alphas[:, None])                     # (alphas, rank) shrinkage factors
         if self.cv == 'gcv':
-            c2 = C.square().sum(1); outside = Yc.square().sum() - c2.sum()   # the part of Y outside X's span
+            c2 = C.square().sum(1)
+            outside = Yc.square().sum() - c2.sum()  # the part of Y outside X's span
             rss = ((1 - f) ** 2 * c2[None]).sum(1) + outside
             return rss / n / (1 - (1 + f.sum(1)) / n).clamp_min(1e-12) ** 2
         U2, out = self.U ** 2, []
@@ -365,12 +410,14 @@ class RidgeFold:
         return torch.stack(out)
     def fit(self, Y: torch.Tensor) -> tuple:
         "`(W, b, alpha)`: the ridge map `Y ≈ X W + b` at the alpha of smallest CV error."
-        a = self.alphas[int(self.errors(Y).argmin())]; my = Y.mean(0, keepdim=True)
+        a = self.alphas[int(self.errors(Y).argmin())]
+        my = Y.mean(0, keepdim=True)
         W = self.V @ ((self.S / (self.S ** 2 + a))[:, None] * (self.U.T @ (Y - my)))
         return W, my - self.mx @ W, float(a)
 
 def _train_index(test, n):
-    m = torch.ones(n, dtype=torch.bool); m[test] = False
+    m = torch.ones(n, dtype=torch.bool)
+    m[test] = False
     return m.nonzero()[:, 0]
 
 def heldout_predictions(X, Y, folds: int = 5, seed: int = 0, alphas=None, cv: str = 'gcv', device=None, _svds=None,
@@ -384,7 +431,10 @@ def heldout_predictions(X, Y, folds: int = 5, seed: int = 0, alphas=None, cv: st
     P, base, used = torch.empty_like(Y), torch.empty_like(Y), []
     for t, sv in zip(test, svds):
         tr, t = _train_index(t, len(X)).to(X.device), t.to(X.device)
-        W, b, a = sv.fit(Y[tr]); P[t] = X[t] @ W + b; base[t] = Y[tr].mean(0); used.append(a)
+        W, b, a = sv.fit(Y[tr])
+        P[t] = X[t] @ W + b
+        base[t] = Y[tr].mean(0)
+        used.append(a)
     return dict(pred=P, base=base, alphas=used, svds=svds)
 
 def r2_score(Y, P) -> float:
@@ -403,9 +453,12 @@ def r2_resampler(X, Y, groups=None, folds: int = 5, seed: int = 0, cv: str = 'gc
     """`stat(idx)`: the held-out R² of `X → Y` refitted from scratch on the rows `idx` (a resample): folds,
     alphas and maps are all redone, with whole source groups per fold (copies of a row never straddle a
     split). Fixed maps and fixed folds would leave their own variability out of a bootstrap interval."""
-    X, Y = as_pair(X, Y, device); g = group_codes(groups, len(X))
+    X, Y = as_pair(X, Y, device)
+    g = group_codes(groups, len(X))
     def stat(idx) -> float:
-        idx = torch.as_tensor(idx).cpu(); gi = g[idx]; d = idx.to(X.device)
+        idx = torch.as_tensor(idx).cpu()
+        gi = g[idx]
+        d = idx.to(X.device)
         k = min(folds, len(torch.unique(gi)))
         return r2_score(Y[d], heldout_predictions(X[d], Y[d], k, seed, cv=cv, device=X.device, groups=gi)['pred'])
     return stat
@@ -427,13 +480,19 @@ def probe_stats(X, Y, folds: int = 5, n_shuffle: int = 20, n_boot: int = 200, le
     writeup's definition) with `cosine_ci` and `cosine_null`, and `cosine_centred` (predictions and targets
     taken relative to the training-fold mean); the alphas chosen per fold."""
     from foresight.stats import bootstrap_ci
-    X, Y = as_pair(X, Y, device); n = len(X); g = group_codes(groups, n)
-    h = heldout_predictions(X, Y, folds, seed, cv=cv, device=X.device, groups=g); P = h['pred']
-    r2 = r2_score(Y, P); cos = rowwise_cosine(P, Y); cosc = rowwise_cosine(P - h['base'], Y - h['base'])
+    X, Y = as_pair(X, Y, device)
+    n = len(X)
+    g = group_codes(groups, n)
+    h = heldout_predictions(X, Y, folds, seed, cv=cv, device=X.device, groups=g)
+    P = h['pred']
+    r2 = r2_score(Y, P)
+    cos = rowwise_cosine(P, Y)
+    cosc = rowwise_cosine(P - h['base'], Y - h['base'])
     nulls, ncos = [], []
     for p in permutations(n, n_shuffle, seed + 7, X.device):
         hs = heldout_predictions(X, Y[p], folds, seed, cv=cv, device=X.device, _svds=h['svds'], groups=g)
-        nulls.append(r2_score(Y[p], hs['pred'])); ncos.append(float(rowwise_cosine(hs['pred'], Y[p]).mean()))
+        nulls.append(r2_score(Y[p], hs['pred']))
+        ncos.append(float(rowwise_cosine(hs['pred'], Y[p]).mean()))
     reps = boot_values(r2_resampler(X, Y, g, folds, seed, cv, X.device), group_halves(g, n_boot, seed + 3))
     nm = float(np.mean(nulls))
     return dict(r2=r2, ci=half_sample_interval(reps, r2, int(g.max()) + 1, level), null_mean=nm,
@@ -464,7 +523,9 @@ def rsa(X, Y, method: str = 'spearman', metric: str = 'euclidean', device=None) 
 def _square(v: torch.Tensor, n: int) -> torch.Tensor:
     "A condensed vector back into a symmetric `(n, n)` matrix with a zero diagonal."
     i, j = torch.triu_indices(n, n, 1, device=v.device)
-    M = torch.zeros(n, n, dtype=v.dtype, device=v.device); M[i, j] = v; M[j, i] = v
+    M = torch.zeros(n, n, dtype=v.dtype, device=v.device)
+    M[i, j] = v
+    M[j, i] = v
     return M
 
 def mantel_test(X, Y, method: str = 'spearman', metric: str = 'euclidean', n_perm: int = 999, seed: int = 0,
@@ -472,8 +533,10 @@ def mantel_test(X, Y, method: str = 'spearman', metric: str = 'euclidean', n_per
     """Mantel permutation test of the RDM correlation (`spearman` or `pearson`): Y's samples are permuted
     `n_perm` times. `r`, one-sided `p = (1 + #{r_π >= r}) / (1 + n_perm)`, the null's mean and sd, and
     `n_pairs`, the number of pairwise comparisons in each RDM."""
-    if method not in ('spearman', 'pearson'): raise ValueError(f"method={method!r}: the Mantel test takes 'spearman' or 'pearson'")
-    X, Y = as_pair(X, Y, device); n = len(X)
+    if method not in ('spearman', 'pearson'):
+        raise ValueError(f"method={method!r}: the Mantel test takes 'spearman' or 'pearson'")
+    X, Y = as_pair(X, Y, device)
+    n = len(X)
     a, b = rdm(X, metric), rdm(Y, metric)
     if method == 'spearman': a, b = rankdata(a), rankdata(b)
     A, B = _square(_standardise(a), n), _square(_standardise(b), n)
@@ -486,12 +549,16 @@ def rsa_ci(X, Y, method: str = 'spearman', metric: str = 'euclidean', n_boot: in
            seed: int = 0, device=None) -> tuple:
     """A bootstrap CI of the RDM correlation, resampling samples: a resample's RDM keeps only pairs of
     distinct original samples (a copy paired with itself is no comparison)."""
-    X, Y = as_pair(X, Y, device); n = len(X)
-    a, b = rdm(X, metric), rdm(Y, metric); DX, DY = _square(a, n), _square(b, n)
+    X, Y = as_pair(X, Y, device)
+    n = len(X)
+    a, b = rdm(X, metric), rdm(Y, metric)
+    DX, DY = _square(a, n), _square(b, n)
     est = _rdm_correlation(a, b, method, seed)
-    iu = torch.triu_indices(n, n, 1, device=X.device); vals = []
+    iu = torch.triu_indices(n, n, 1, device=X.device)
+    vals = []
     for idx in torch.randint(0, n, (n_boot, n), generator=_gen(seed + 5)).to(X.device):
-        i, j = idx[iu[0]], idx[iu[1]]; keep = i != j
+        i, j = idx[iu[0]], idx[iu[1]]
+        keep = i != j
         vals.append(_rdm_correlation(DX[i[keep], j[keep]], DY[i[keep], j[keep]], method, seed))
     return boot_interval(torch.tensor(vals, dtype=torch.float64), est, level)
 
@@ -499,14 +566,17 @@ def rsa_ci(X, Y, method: str = 'spearman', metric: str = 'euclidean', n_boot: in
 def _overlap(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     "`|A[i] ∩ B[i]|` for index rows `(n, k)`, in row blocks."
     step = max(1, 2 ** 24 // (A.shape[1] * B.shape[1]))
-    return torch.cat([(A[s:s + step, :, None] == B[s:s + step, None, :]).any(-1).sum(-1) for s in range(0, len(A), step)])
+    return torch.cat(
+        [(A[s : s + step, :, None] == B[s : s + step, None, :]).any(-1).sum(-1) for s in range(0, len(A), step)]
+    )
 
 def knn_recall(X, Y, k: int = 10, metric: str = 'cosine', device=None, groups=None) -> float:
     """Mean share of each sample's k nearest neighbours in `X` that are also among its k nearest in `Y`:
     1 for identical neighbourhoods, about k/(n-1) for unrelated spaces (neighbours from other sources only
     when `groups` is given)."""
     X, Y = as_pair(X, Y, device)
-    _, A = knn_search(X, k, metric, groups=groups); _, B = knn_search(Y, k, metric, groups=groups)
+    _, A = knn_search(X, k, metric, groups=groups)
+    _, B = knn_search(Y, k, metric, groups=groups)
     return float(_overlap(A, B).double().mean() / k)
 
 def recall_chance(n: int, k: int = 10) -> float:
@@ -536,14 +606,17 @@ def _neighbour_rows(DX, DY, g, ks, mrr_k, jaccard_k, ids=None) -> dict:
     """Per-row values and chance levels `{name: (values, chance)}` of the neighbourhood metrics, from two
     `(m, m)` distance matrices; `g`: the rows' source groups (never each other's neighbours); `ids`: each
     row's original index (copies in a resample share one, so a copy found on either side counts)."""
-    same = g[:, None] == g[None]; pool = (~same).sum(1).double()
+    same = g[:, None] == g[None]
+    pool = (~same).sum(1).double()
     kmax = max(max(ks), mrr_k, jaccard_k)
     ids = torch.arange(len(DX), device=DX.device) if ids is None else ids
     A = ids[DX.masked_fill(same, float('inf')).topk(kmax, 1, largest=False).indices]
     B = ids[DY.masked_fill(same, float('inf')).topk(kmax, 1, largest=False).indices]
     out = {f'R@{k}': (_overlap(A[:, :k], B[:, :k]).double() / k, k / pool) for k in ks}
     hit = A[:, :mrr_k] == B[:, :1]
-    rr = torch.where(hit.any(1), 1.0 / (hit.double().argmax(1) + 1), torch.zeros((), dtype=torch.float64, device=hit.device))
+    rr = torch.where(
+        hit.any(1), 1.0 / (hit.double().argmax(1) + 1), torch.zeros((), dtype=torch.float64, device=hit.device)
+    )
     out[f'MRR@{mrr_k}'] = (rr, sum(1 / r for r in range(1, mrr_k + 1)) / pool)
     c = _overlap(A[:, :jaccard_k], B[:, :jaccard_k]).double()
     jb = {int(p): _jaccard_baseline(int(p) + 1, jaccard_k) for p in torch.unique(pool).tolist()}
@@ -559,15 +632,19 @@ def neighbourhood_metrics(X, Y, ks=(5, 10, 20), mrr_k: int = 10, jaccard_k: int 
     (`corrected = (value - chance) / (1 - chance)`, 0 for unrelated spaces whatever n). The intervals
     recompute every neighbour list inside each of `n_boot` half-samples of source groups: neighbour lists
     held fixed would leave their own variability out. `ci` is `corrected_ci` mapped back to the raw scale."""
-    X, Y = as_pair(X, Y, device); n = len(X); g = group_codes(groups, n).to(X.device)
-    kmax = max(max(ks), mrr_k, jaccard_k); pool = n - int(torch.bincount(g).max())
+    X, Y = as_pair(X, Y, device)
+    n = len(X)
+    g = group_codes(groups, n).to(X.device)
+    kmax = max(max(ks), mrr_k, jaccard_k)
+    pool = n - int(torch.bincount(g).max())
     if kmax > pool: raise ValueError(f"neighbourhoods up to k={kmax} need more than {kmax} samples from other sources, "
                                      f"got {pool} of {n}: lower ks, mrr_k or jaccard_k")
     DX, DY = full_distances(X, metric), full_distances(Y, metric)
     est = _neighbour_rows(DX, DY, g, ks, mrr_k, jaccard_k)
     boots = {name: [] for name in est}
     for idx in group_halves(g.cpu(), n_boot, seed):
-        d = idx.to(X.device); gd = g[d]
+        d = idx.to(X.device)
+        gd = g[d]
         if kmax > len(d) - int(torch.bincount(gd).max()): continue          # too few other sources drawn
         for name, (v, b) in _neighbour_rows(DX[d][:, d], DY[d][:, d], gd, ks, mrr_k, jaccard_k, ids=d).items():
             boots[name].append(float(chance_corrected(v, b).mean()))
@@ -582,25 +659,32 @@ def neighbourhood_metrics(X, Y, ks=(5, 10, 20), mrr_k: int = 10, jaccard_k: int 
 # %% ../nbs/07_q1_alignment.ipynb #3244df81
 def cka_resampler(X, Y, device=None):
     "`stat(idx)`: debiased linear CKA on the rows `idx` of a resample (copies of a row masked as in `cka_stats`)."
-    X, Y = as_pair(X, Y, device); X, Y = _centre(X), _centre(Y); K, L = X @ X.T, Y @ Y.T
+    X, Y = as_pair(X, Y, device)
+    X, Y = _centre(X), _centre(Y)
+    K, L = X @ X.T, Y @ Y.T
     def stat(idx) -> float:
-        d = torch.as_tensor(idx).to(K.device); tie = d[:, None] == d[None]
+        d = torch.as_tensor(idx).to(K.device)
+        tie = d[:, None] == d[None]
         return float(_cka_from_grams(K[d][:, d][None], L[d][:, d][None], True, tie[None])[0])
     return stat
 
 def rsa_resampler(X, Y, method: str = 'spearman', metric: str = 'euclidean', device=None):
     "`stat(idx)`: the RDM correlation over the pairs of distinct original rows among `idx`."
-    X, Y = as_pair(X, Y, device); n = len(X)
+    X, Y = as_pair(X, Y, device)
+    n = len(X)
     DX, DY = _square(rdm(X, metric, X.device), n), _square(rdm(Y, metric, X.device), n)
     def stat(idx) -> float:
-        d = torch.as_tensor(idx).to(DX.device); iu = torch.triu_indices(len(d), len(d), 1, device=DX.device)
-        i, j = d[iu[0]], d[iu[1]]; keep = i != j
+        d = torch.as_tensor(idx).to(DX.device)
+        iu = torch.triu_indices(len(d), len(d), 1, device=DX.device)
+        i, j = d[iu[0]], d[iu[1]]
+        keep = i != j
         return _rdm_correlation(DX[i[keep], j[keep]], DY[i[keep], j[keep]], method)
     return stat
 
 def recall_resampler(X, Y, k: int = 10, metric: str = 'cosine', groups=None, device=None):
     "`stat(idx)`: chance-corrected Recall@k with every neighbour list recomputed among the rows `idx`."
-    X, Y = as_pair(X, Y, device); g = group_codes(groups, len(X)).to(X.device)
+    X, Y = as_pair(X, Y, device)
+    g = group_codes(groups, len(X)).to(X.device)
     DX, DY = full_distances(X, metric), full_distances(Y, metric)
     def stat(idx) -> float:
         d = torch.as_tensor(idx).to(X.device)
@@ -613,7 +697,9 @@ def paired_difference(stat_a, stat_b, groups, n_boot: int = 200, level: float = 
     half-samples of source groups: `a`, `b`, their `a_ci`, `b_ci`, and `diff = a - b` with `diff_ci` (the
     paired interval) and `p`, the one-sided normal p-value of `diff <= 0`."""
     from scipy.stats import norm
-    g = group_codes(groups); full = torch.arange(len(g)); G = int(g.max()) + 1
+    g = group_codes(groups)
+    full = torch.arange(len(g))
+    G = int(g.max()) + 1
     a, b = stat_a(full), stat_b(full)
     rs = group_halves(g, n_boot, seed)
     ba, bb = boot_values(stat_a, rs), boot_values(stat_b, rs)
@@ -631,7 +717,9 @@ def choose_layer(make_stat, Xs: dict, Y, groups=None, n_boot: int = 200, level: 
     on the report half its score (`report`) and, for every other layer, the paired-bootstrap interval of
     the difference (`diffs`). `recommend` is `best` only when every such interval lies above 0, else None:
     overlapping intervals do not make an argmax a finding."""
-    Y = as_matrix(Y, 'Y', device); n = len(Y); g = group_codes(groups, n)
+    Y = as_matrix(Y, 'Y', device)
+    n = len(Y)
+    g = group_codes(groups, n)
     Xs = {l: as_pair(X, Y, Y.device)[0] for l, X in Xs.items()}
     sel, rep = split_groups(g, seed)
     pick = lambda M, rows: M[rows.to(M.device)]
@@ -654,6 +742,7 @@ def criterion_verdict(value: float, target: float | None, diff_ci=None) -> str |
 def recommend(verdicts) -> str:
     """PROCEED when every criterion passes; STOP when every criterion with a verdict fails; PIVOT otherwise.
     A criterion without a verdict (None) rules out PROCEED."""
-    v = list(verdicts.values() if isinstance(verdicts, dict) else verdicts); given = [x for x in v if x]
+    v = list(verdicts.values() if isinstance(verdicts, dict) else verdicts)
+    given = [x for x in v if x]
     if given and len(given) == len(v) and all(x == 'PASS' for x in given): return 'PROCEED'
     return 'STOP' if given and all(x == 'FAIL' for x in given) else 'PIVOT'

@@ -15,7 +15,15 @@ __all__ = ['PLAN_TABLES', 'CLIError', 'notebooks', 'resolve_experiment', 'notebo
 # %% ../nbs/lib/cli.ipynb #40d5618e
 import os, re, sys, json, shutil, signal, hashlib, argparse, itertools, datetime
 from pathlib import Path
-from .findings import project_root, reports_root, safe_name, run_name_for, atomic_write, to_jsonable, closest_names
+from foresight.findings import (
+    project_root,
+    reports_root,
+    safe_name,
+    run_name_for,
+    atomic_write,
+    to_jsonable,
+    closest_names,
+)
 from .decisions import c1_report_lines     # the plans' go/no-go decisions (C1)
 from .layers import parse_layers
 
@@ -24,14 +32,16 @@ class CLIError(Exception):
     "A mistake in how the command line was called: the message says what to do instead."
 
 def notebooks(nbs=None) -> dict:
-    "`{experiment: notebook path}` for every numbered notebook in `nbs/` (`$FORESIGHT_NBS` if set; `02_e1_2_probe.ipynb` → `e1_2_probe`)."
+    """`{experiment: notebook path}` for every numbered notebook in `nbs/` (`$FORESIGHT_NBS` if set;
+    `02_e1_2_probe.ipynb` → `e1_2_probe`)."""
     nbs = Path(nbs or os.environ.get('FORESIGHT_NBS') or project_root()/'nbs')
     return {m[2]: p for p in sorted(nbs.glob('[0-9][0-9]_*.ipynb')) if (m := re.match(r'(\d\d)_(.+)\.ipynb$', p.name))}
 
 def resolve_experiment(eid: str, nbs=None) -> tuple:
     """`(experiment, notebook)` for an id: the full name (`e1_2_probe`), a prefix at an underscore
     (`e1_2`), the number (`02`), or the notebook's file name."""
-    nb = notebooks(nbs); eid = Path(eid).stem
+    nb = notebooks(nbs)
+    eid = Path(eid).stem
     if eid in nb: return eid, nb[eid]
     m = re.match(r'(\d\d)_(.+)$', eid)
     if m and m[2] in nb: return m[2], nb[m[2]]
@@ -56,10 +66,14 @@ class RunFailed(RuntimeError): pass
 _RESERVED = ('.partial', '.failed', '.tmp')
 
 def run_name(name: str) -> str:
-    "`name` if it can name a run folder (see `findings.safe_name`; not ending in `.partial`/`.failed`/`.tmp`, which mark unfinished runs), else a `CLIError`."
+    """`name` if it can name a run folder (see `findings.safe_name`; not ending in `.partial`/`.failed`/`.tmp`, which
+    mark unfinished runs), else a `CLIError`."""
     try: name = safe_name(name, 'run name')
     except ValueError as e: raise CLIError(str(e)) from None
-    if name.endswith(_RESERVED): raise CLIError(f"run name {name!r} ends in {', '.join(_RESERVED)}, which mark unfinished runs: choose another --name")
+    if name.endswith(_RESERVED):
+        raise CLIError(
+            f"run name {name!r} ends in {', '.join(_RESERVED)}, which mark unfinished runs: choose another --name"
+        )
     return name
 
 def run_experiment(eid, params: dict | None = None, name: str | None = None, root=None, cwd=None, quiet=False, nbs=None,
@@ -72,13 +86,18 @@ def run_experiment(eid, params: dict | None = None, name: str | None = None, roo
     exp, nb = resolve_experiment(eid, nbs)
     params = dict(params or {})
     check_run_params(exp, nb, params)        # names and values, before a folder exists or a kernel starts
-    root = Path(root or reports_root()); name = run_name(name or run_name_for(params))
+    root = Path(root or reports_root())
+    name = run_name(name or run_name_for(params))
     base = Path(parent) if parent is not None else root/exp
     final = base/name
     if (final/'results.json').exists(): raise CLIError(f"{final} already holds a finished run; choose another --name")
-    if final.exists(): raise CLIError(f"{final} exists but holds no finished run (no results.json): remove it, or choose another --name")
+    if final.exists():
+        raise CLIError(
+            f"{final} exists but holds no finished run (no results.json): remove it, or choose another --name"
+        )
     partial = base/f'.{name}.partial'
-    shutil.rmtree(partial, ignore_errors=True); partial.mkdir(parents=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     try:
         pm.execute_notebook(str(nb), str(partial/nb.name), parameters=dict(params, run_dir=str(partial)),
                             cwd=str(cwd or nb.parent), progress_bar=not quiet, log_output=False, kernel_name='python3')
@@ -88,16 +107,22 @@ def run_experiment(eid, params: dict | None = None, name: str | None = None, roo
             shutil.rmtree(partial, ignore_errors=True)
             if parent is None and not any(base.iterdir()): base.rmdir()
             raise CLIError(f"{exp}: {getattr(e, 'evalue', e)}") from None
-        failed = base/f'{name}.failed'; shutil.rmtree(failed, ignore_errors=True)
+        failed = base/f'{name}.failed'
+        shutil.rmtree(failed, ignore_errors=True)
         if partial.exists(): partial.rename(failed)
         if isinstance(e, KeyboardInterrupt): raise
-        raise RunFailed(f"{exp} failed ({ename}: {str(getattr(e, 'evalue', e))[:500]}); the executed notebook is in {failed}") from None
+        raise RunFailed(
+            f"{exp} failed ({ename}: {str(getattr(e, 'evalue', e))[:500]}); the executed notebook is in {failed}"
+        ) from None
     if not (partial/'results.json').exists():
-        failed = base/f'{name}.failed'; shutil.rmtree(failed, ignore_errors=True); partial.rename(failed)
+        failed = base/f'{name}.failed'
+        shutil.rmtree(failed, ignore_errors=True)
+        partial.rename(failed)
         raise RunFailed(f"{exp} finished without writing results.json; see {failed}")
     # The executed notebook ran with run_dir pointing at the partial folder; record where it lives now,
     # and what was asked for (a sweep compares it before reusing the run).
-    res = json.loads((partial/'results.json').read_text()); res['run_dir'] = str(final)
+    res = json.loads((partial/'results.json').read_text())
+    res['run_dir'] = str(final)
     if isinstance(res.get('params'), dict) and 'run_dir' in res['params']: res['params']['run_dir'] = str(final)
     res['cli'] = dict(params=to_jsonable(params), notebook=nb.name)
     md = partial/'findings.md'                 # its parameters block names the folder too
@@ -131,7 +156,8 @@ def notebook_check(nb, params: dict):
     return g.get('P')
 
 def check_run_params(exp: str, nb, params: dict, where: str = ''):
-    "Refuse unknown names (with the closest name), `run_dir` (the command line places runs) and bad values, as a `CLIError`."
+    """Refuse unknown names (with the closest name), `run_dir` (the command line places runs) and bad values, as a
+    `CLIError`."""
     from foresight.findings import ParamError
     known = notebook_params(nb)
     bad = [k for k in params if k not in known]
@@ -139,8 +165,11 @@ def check_run_params(exp: str, nb, params: dict, where: str = ''):
         hint = [f"{b} (did you mean {m[0]}?)" if (m := closest_names(b, known)) else b for b in bad]
         raise CLIError(f"unknown parameter(s) for {exp}{where}: {', '.join(hint)}. It takes: {', '.join(known)}")
     if 'run_dir' in params:
-        raise CLIError(f"-p run_dir is not taken here: `foresight` writes each run to reports/{exp}/<name>/; choose <name> with --name "
-                       f"(papermill runs of the notebook take -p run_dir)")
+        raise CLIError(
+            f"-p run_dir is not taken here: `foresight` writes each run to reports/{exp}/<name>/; choose <name> with "
+            "--name "
+            f"(papermill runs of the notebook take -p run_dir)"
+        )
     try: notebook_check(nb, params)
     except ParamError as e: raise CLIError(f"{exp}{where}: {e}") from None
 
@@ -159,7 +188,9 @@ def point_name(point: dict) -> str:
         h = hashlib.sha1(json.dumps(to_jsonable(point), sort_keys=True).encode()).hexdigest()[:8]
         return run_name(re.sub(r'[^A-Za-z0-9._=,+-]', '_', raw).strip('._')[:120].replace('..', '_') + '+' + h)
 
-def sweep(eid, grid: dict, params: dict | None = None, root=None, name: str | None = None, quiet=True, nbs=None) -> dict:
+def sweep(
+    eid, grid: dict, params: dict | None = None, root=None, name: str | None = None, quiet=True, nbs=None
+) -> dict:
     """Run `eid` over every point of `grid` (plus fixed `params`) into `reports/<experiment>/<name>/<point>/`;
     finished points are skipped. Returns `{'results': [...], 'failures': [...]}` and writes it as `sweep.json`."""
     exp, nb = resolve_experiment(eid, nbs)
@@ -171,23 +202,31 @@ def sweep(eid, grid: dict, params: dict | None = None, root=None, name: str | No
         if params: name += '+' + hashlib.sha1(json.dumps(to_jsonable(params), sort_keys=True).encode()).hexdigest()[:8]
     name = run_name(name)
     points = grid_points(grid)
-    for pt in points: check_run_params(exp, nb, dict(params or {}, **pt), f' (sweep point {point_name(pt)})')   # all, before any starts
-    sroot = root/exp/name; sroot.mkdir(parents=True, exist_ok=True)
+    for pt in points:
+        check_run_params(
+            exp, nb, dict(params or {}, **pt), f' (sweep point {point_name(pt)})'
+        )  # all, before any starts
+    sroot = root/exp/name
+    sroot.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
     results, failures = [], []
     for pt in tqdm(points, desc=f'sweep {exp}', unit='run'):
-        pn = point_name(pt); done = sroot/pn/'results.json'
+        pn = point_name(pt)
+        done = sroot/pn/'results.json'
         if done.exists():
-            asked = to_jsonable(dict(params or {}, **pt)); had = json.loads(done.read_text()).get('cli', {}).get('params', asked)
+            asked = to_jsonable(dict(params or {}, **pt))
+            had = json.loads(done.read_text()).get('cli', {}).get('params', asked)
             if had != asked:
                 raise CLIError(f"{sroot/pn} holds a finished run with other parameters ({had}, not {asked}): "
                                f"pass another --name for this sweep")
         else:
             try: run_experiment(eid, dict(params or {}, **pt), name=pn, root=root, parent=sroot, quiet=quiet, nbs=nbs)
             except (RunFailed, CLIError) as e:
-                failures.append(dict(point=pt, error=str(e))); continue
+                failures.append(dict(point=pt, error=str(e)))
+                continue
             except Exception as e:
-                failures.append(dict(point=pt, error=f'{type(e).__name__}: {e}')); continue
+                failures.append(dict(point=pt, error=f'{type(e).__name__}: {e}'))
+                continue
         results.append(dict(point=pt, run=str(sroot/pn), results=json.loads(done.read_text())))
     out = dict(experiment=exp, grid=grid, params=params or {}, results=results, failures=failures)
     atomic_write(sroot/'sweep.json', json.dumps(to_jsonable(out), indent=1))
@@ -202,19 +241,26 @@ def load_config(path) -> dict:
     try: cfg = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e: raise CLIError(f"config file {p} is not valid YAML: {e}") from None
     if cfg is None: return {}
-    if not isinstance(cfg, dict): raise CLIError(f"config file {p} must be a mapping of parameter: value, not a {type(cfg).__name__}")
+    if not isinstance(cfg, dict):
+        raise CLIError(f"config file {p} must be a mapping of parameter: value, not a {type(cfg).__name__}")
     nested = [k for k, v in cfg.items() if isinstance(v, (dict, list))]
-    if nested: raise CLIError(f"config file {p}: {', '.join(map(str, nested))} must be plain values (papermill reads flat files); "
-                              f"write a list as a comma-separated string, e.g. horizons: \"1,3,5\"")
+    if nested:
+        raise CLIError(
+            f"config file {p}: {', '.join(map(str, nested))} must be plain values (papermill reads flat files); "
+            f"write a list as a comma-separated string, e.g. horizons: \"1,3,5\""
+        )
     return {str(k): v for k, v in cfg.items()}
 
 def config_experiment(path, nbs=None) -> str:
-    "The experiment a config file is for, from its name: `e3_2_ssv2.yaml` → `e3_2_next_frame` (the longest known prefix)."
+    """The experiment a config file is for, from its name: `e3_2_ssv2.yaml` → `e3_2_next_frame` (the longest known
+    prefix)."""
     parts = Path(path).stem.split('_')
     for k in range(len(parts), 0, -1):
         try: return resolve_experiment('_'.join(parts[:k]), nbs)[0]
         except CLIError: continue
-    raise CLIError(f"config file {Path(path).name}: its name does not start with an experiment id (e.g. e3_2_ssv2.yaml)")
+    raise CLIError(
+        f"config file {Path(path).name}: its name does not start with an experiment id (e.g. e3_2_ssv2.yaml)"
+    )
 
 def param_defaults(nb) -> dict:
     "The parameters cell's default values, as Python values."
@@ -227,7 +273,8 @@ def param_defaults(nb) -> dict:
 
 def check_values(nb, params: dict) -> dict:
     """Every parameter of notebook `nb` (defaults overridden by `params`) checked by the notebook's own
-    `check_params` cell, run on its own: no model, no data. Returns the cleaned values; a bad name or value is a `CLIError`."""
+    `check_params` cell, run on its own: no model, no data. Returns the cleaned values; a bad name or value is a
+    `CLIError`."""
     import json as _json
     from foresight.findings import ParamError
     known = param_defaults(nb)
@@ -242,7 +289,8 @@ def check_values(nb, params: dict) -> dict:
     if check is None: return vals
     ns = {}
     exec('from foresight.findings import *', ns)
-    ns['_before'] = set(ns); ns.update(vals)
+    ns['_before'] = set(ns)
+    ns.update(vals)
     try: exec(compile(check, f'{Path(nb).name}:check_params', 'exec'), ns)
     except ParamError as e: raise CLIError(f"{Path(nb).stem}: {e}") from None
     return dict(ns.get('P', vals))
@@ -260,7 +308,11 @@ def bench_rates(path=None) -> dict:
         try: d = json.loads(f.read_text())
         except (OSError, ValueError): continue
         if all(d.get(k) for k in ('vision', 'llm', 'vae')): bench.append(d)
-    if not bench: raise CLIError(f"no extraction benchmark with vision, llm and vae rates in {files or 'reports/bench/'}: run `make bench` on a GPU")
+    if not bench:
+        raise CLIError(
+            f"no extraction benchmark with vision, llm and vae rates in {files or 'reports/bench/'}: run `make bench` "
+            "on a GPU"
+        )
     d = max(bench, key=lambda d: d.get('date', ''))
     best, V = d.get('best_path', ''), d['vision']
     def tok(rows): return [r['tokens_per_s'] for r in rows] or [float('nan')]
@@ -269,16 +321,30 @@ def bench_rates(path=None) -> dict:
     mem_clip = [r for r in fast if 'clips' in r['workload'] and 'from' not in r['workload']]
     file_clip = [r for r in V if 'clips from' in r['workload']]
     img = [r for r in fast if 'images' in r['workload']]
-    n_llm = int(re.match(r'(\d+) tokens', d['llm'][0]['workload'])[1]) if re.match(r'(\d+) tokens', d['llm'][0]['workload']) else 602
+    n_llm = (
+        int(re.match(r'(\d+) tokens', d['llm'][0]['workload'])[1])
+        if re.match(r'(\d+) tokens', d['llm'][0]['workload'])
+        else 602
+    )
     llm_fast = [r['samples_per_s'] * n_llm for r in d['llm'] if 'baseline' not in r['path']]
     llm_plain = [r['samples_per_s'] * n_llm for r in d['llm'] if 'baseline' in r['path']]
-    def px(r): m = re.match(r'(\d+)×(\d+)²', r['workload']); return int(m[1]) * int(m[2]) ** 2
-    enc = [r['encode_clips_per_s'] * px(r) for r in d['vae']]; dec = [r['decode_clips_per_s'] * px(r) for r in d['vae']]
+    def px(r):
+        m = re.match(r'(\d+)×(\d+)²', r['workload'])
+        return int(m[1]) * int(m[2]) ** 2
+    enc = [r['encode_clips_per_s'] * px(r) for r in d['vae']]
+    dec = [r['decode_clips_per_s'] * px(r) for r in d['vae']]
     clip_plain = max(tok([r for r in plain if 'clips' in r['workload']]))
-    return dict(name=d.get('name'), device=d.get('device'), date=d.get('date', '')[:10],
-                vision_clip=(max(tok(mem_clip)), clip_plain), vision_image=(max(tok(img)), max(tok([r for r in plain if 'images' in r['workload']]))),
-                vision_file=(max(tok(file_clip)), clip_plain),
-                llm=(max(llm_fast or llm_plain), max(llm_plain or llm_fast)), vae_encode=(max(enc), min(enc)), vae_decode=(max(dec), min(dec)))
+    return dict(
+        name=d.get('name'),
+        device=d.get('device'),
+        date=d.get('date', '')[:10],
+        vision_clip=(max(tok(mem_clip)), clip_plain),
+        vision_image=(max(tok(img)), max(tok([r for r in plain if 'images' in r['workload']]))),
+        vision_file=(max(tok(file_clip)), clip_plain),
+        llm=(max(llm_fast or llm_plain), max(llm_plain or llm_fast)),
+        vae_encode=(max(enc), min(enc)),
+        vae_decode=(max(dec), min(dec)),
+    )
 
 def _n(P, *keys, default=0):
     return next((P[k] for k in keys if isinstance(P.get(k), (int, float)) and not isinstance(P.get(k), bool)), default)
@@ -289,10 +355,14 @@ def _list(v):
 def run_shape(exp: str, P: dict) -> dict:
     "What a run processes, from its parameters: clips, frames per clip, frame side, VLM patch tokens per clip."
     n = sum(int(P[k]) for k in _COUNTS if isinstance(P.get(k), int))
-    if exp == 'e1_1_latent_viz': n = int(P.get('max_items', 0)) if str(P.get('dataset')) != 'default' else 2 * int(P.get('n_synthetic', 0)) + 8
+    if exp == 'e1_1_latent_viz':
+        n = int(P.get('max_items', 0)) if str(P.get('dataset')) != 'default' else 2 * int(P.get('n_synthetic', 0)) + 8
     if 'frames' in P: frames = int(P['frames'])
     elif 'context' in P:
-        ahead = max([int(h) for h in _list(P.get('horizons', ''))] + [int(P.get('future', 0) or 0), int(P.get('horizon', 1) or 1)])
+        ahead = max(
+            [int(h) for h in _list(P.get('horizons', ''))]
+            + [int(P.get('future', 0) or 0), int(P.get('horizon', 1) or 1)]
+        )
         frames = int(P['context']) + ahead
     else: frames = 1     # an image
     side = _n(P, 'size', 'vlm_size', 'resolution', default=224)
@@ -313,9 +383,12 @@ def _vlm_width(name) -> int:
 
 def estimate(exp: str, P: dict, rates: dict) -> dict:
     "GPU seconds `(fast, plain)` per part, and disk bytes, for a full-size run of `exp` with parameters `P`."
-    sh = run_shape(exp, P); n, tok = sh['clips'], sh['patch_tokens']
+    sh = run_shape(exp, P)
+    n, tok = sh['clips'], sh['patch_tokens']
     data = str(P.get('dataset', ''))
-    from_files = data.startswith(('ssv2:', 'folder:', '/')) or (data not in ('', 'default', 'action_world', 'digits', 'balls', 'actions', 'shipped'))
+    from_files = data.startswith(('ssv2:', 'folder:', '/')) or (
+        data not in ('', 'default', 'action_world', 'digits', 'balls', 'actions', 'shipped')
+    )
     vis = rates['vision_file'] if from_files else (rates['vision_image'] if sh['frames'] == 1 else rates['vision_clip'])
     parts = {'vision tower, every frame once': tuple(n * tok / r for r in vis)}
     llm_tokens = tok // 4 + 32          # merged visual tokens and a short text
@@ -328,11 +401,16 @@ def estimate(exp: str, P: dict, rates: dict) -> dict:
         runs = {'e3_3_action': len(_list(P.get('phrasings', 'x'))), 'e3_4_horizons': len(_list(P.get('modes', 'x'))),
                 'e3_6_retrieval': len(_list(P.get('seeds', '0')))}.get(exp, 1)
         through = [i for i in integ if i in ('prefix', 'suffix')]
-        if through:   # queries inside the LLM: forward and backward through it at every step
-            steps = int(P.get('steps', 0)) * int(P.get('batch_size', 1)) * int(P.get('grad_accum', 1)) * runs * len(through)
-            parts[f"query training through the LLM ({', '.join(through)})"] = tuple(3 * steps * llm_tokens / r for r in rates['llm'])
+        if through:  # queries inside the LLM: forward and backward through it at every step
+            steps = (
+                int(P.get('steps', 0)) * int(P.get('batch_size', 1)) * int(P.get('grad_accum', 1)) * runs * len(through)
+            )
+            parts[f"query training through the LLM ({', '.join(through)})"] = tuple(
+                3 * steps * llm_tokens / r for r in rates['llm']
+            )
     if 'decoder' in P:
-        vs = _n(P, 'vae_size', 'resolution', default=256); px = sh['frames'] * vs ** 2
+        vs = _n(P, 'vae_size', 'resolution', default=256)
+        px = sh['frames'] * vs ** 2
         parts['video VAE encode'] = tuple(n * px / r for r in rates['vae_encode'])
         if exp == 'e1_5_reconstruction' and 'latent' in _list(P.get('routes', '')):
             k = int(P.get('steps', 0)) * int(P.get('batch_size', 1)) * len(_list(P.get('adapters', 'x')))
@@ -341,7 +419,8 @@ def estimate(exp: str, P: dict, rates: dict) -> dict:
     per_clip = (llm_tokens - 32) * width * 2 * (2 if c3 else 1)     # bf16 merged tokens; C3 caches context and targets
     if any(not l.merged for l in layers): per_clip = tok * 1280 * 2     # the patch grid: pre_merge or a vision block
     disk = n * per_clip
-    if 'decoder' in P: disk += n * 128 * ((sh['frames'] - 1) // 8 + 1) * (_n(P, 'vae_size', 'resolution', default=256) // 32) ** 2 * 4
+    if 'decoder' in P:
+        disk += n * 128 * ((sh['frames'] - 1) // 8 + 1) * (_n(P, 'vae_size', 'resolution', default=256) // 32) ** 2 * 4
     return dict(shape=sh, parts=parts, gpu_s=tuple(sum(v[i] for v in parts.values()) for i in (0, 1)), disk_bytes=disk)
 
 # %% ../nbs/lib/cli.ipynb #dc505ffd
@@ -357,17 +436,26 @@ def _data_line(P: dict) -> str:
 def _cache_line(P: dict, exp: str) -> str:
     if 'cache_dir' not in P:
         return 'a new latent cache inside the run folder (filled by this run)'
-    c = Path(P['cache_dir']) if P['cache_dir'] else (reports_root()/'cache' if exp in ('e1_2_probe', 'e1_3_merge') else None)
+    c = (
+        Path(P['cache_dir'])
+        if P['cache_dir']
+        else (reports_root() / 'cache' if exp in ('e1_2_probe', 'e1_3_merge') else None)
+    )
     if c is None: return 'a new latent cache inside the run folder (filled by this run)'
     files = [f for f in c.rglob('*') if f.is_file()] if c.exists() else []
     if not files: return f'{c}: empty, this run fills it'
-    return f'{c}: {len(files)} files ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB) to reuse where they match; the rest is filled'
+    mib = sum(f.stat().st_size for f in files) / 2**20
+    return f'{c}: {len(files)} files ({mib:.1f} MiB) to reuse where they match; the rest is filled'
 
 def _dur(s: float) -> str:
     return f'{s:.0f} s' if s < 120 else (f'{s / 60:.0f} min' if s < 7200 else f'{s / 3600:.1f} h')
 
 def _size(b: float) -> str:
-    return next(f'{b / 1024**i:.1f} {u}' for i, u in reversed(list(enumerate(['B', 'KiB', 'MiB', 'GiB', 'TiB']))) if b >= 1024**i or i == 0)
+    return next(
+        f'{b / 1024**i:.1f} {u}'
+        for i, u in reversed(list(enumerate(['B', 'KiB', 'MiB', 'GiB', 'TiB'])))
+        if b >= 1024**i or i == 0
+    )
 
 def dry_run(eid, params: dict | None = None, nbs=None, bench=None) -> str:
     "What `foresight run eid` with `params` would do and cost, as text; it starts nothing (no run folder, no model)."
@@ -387,16 +475,26 @@ def dry_run(eid, params: dict | None = None, nbs=None, bench=None) -> str:
         L += ['estimate: tiny preset: about a minute on a CPU. The benchmark rates are for the full-size models; '
               'pass -p vlm random:7b (or a Qwen id) to estimate a full-size run']
         return '\n'.join(L)
-    r = bench_rates(bench); e = estimate(exp, P, r)
-    L += ['', f"estimate (rates measured on {r['device']}, {r['date']}, bench {r['name']}; fastest path … plain transformers):"]
+    r = bench_rates(bench)
+    e = estimate(exp, P, r)
+    L += [
+        '',
+        f"estimate (rates measured on {r['device']}, {r['date']}, bench {r['name']}; fastest path … plain "
+        "transformers):",
+    ]
     L += [f"  {k}: {_dur(a)} … {_dur(b)}" for k, (a, b) in e['parts'].items()]
-    L += [f"  GPU time: {_dur(e['gpu_s'][0])} … {_dur(e['gpu_s'][1])} (plus model loading; training on cached latents not counted)",
-          f"  disk: up to {_size(e['disk_bytes'])} of cached latents (full token grids, bf16), plus the run folder (figures, tables, checkpoints)"]
+    L += [
+        f"  GPU time: {_dur(e['gpu_s'][0])} … {_dur(e['gpu_s'][1])} (plus model loading; training on cached latents "
+        "not counted)",
+        f"  disk: up to {_size(e['disk_bytes'])} of cached latents (full token grids, bf16), plus the run folder "
+        "(figures, tables, checkpoints)",
+    ]
     return '\n'.join(L)
 
 # %% ../nbs/lib/cli.ipynb #c2bdc8f1
 def run_point(spec: dict) -> dict:
-    "One sweep point in the current process (a submitit job): `{'error': None or the message, 'device': CUDA_VISIBLE_DEVICES}`."
+    """One sweep point in the current process (a submitit job): `{'error': None or the message, 'device':
+    CUDA_VISIBLE_DEVICES}`."""
     for k, v in (spec.get('env') or {}).items(): os.environ[k] = v
     try:
         run_experiment(spec['eid'], spec['params'], name=spec['name'], root=spec['root'], parent=spec['parent'],
@@ -413,11 +511,14 @@ def _launch_local(specs, folder, gpus, timeout_min):
     out, jobs = {}, []
     def worker(gpu):
         ex = submitit.LocalExecutor(folder=folder)
-        ex.update_parameters(timeout_min=timeout_min, **(dict(visible_gpus=(gpu,), gpus_per_node=1) if gpu is not None else {}))
+        ex.update_parameters(
+            timeout_min=timeout_min, **(dict(visible_gpus=(gpu,), gpus_per_node=1) if gpu is not None else {})
+        )
         while True:
             try: s = todo.get_nowait()
             except queue.Empty: return
-            job = ex.submit(run_point, s); jobs.append(job)
+            job = ex.submit(run_point, s)
+            jobs.append(job)
             try: out[s['name']] = job.result()
             except Exception as e: out[s['name']] = dict(error=f'{type(e).__name__}: {str(e)[-500:]}')
     threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in (gpus or [None])]
@@ -431,19 +532,25 @@ def _launch_local(specs, folder, gpus, timeout_min):
     return out
 
 def slurm_parameters(n_points: int, timeout_min: int, slurm: dict | None = None) -> dict:
-    "submitit parameters of a sweep's job array: one task and one GPU per point, all points at once, `slurm` (`--slurm k=v`) on top."
+    """submitit parameters of a sweep's job array: one task and one GPU per point, all points at once, `slurm`
+    (`--slurm k=v`) on top."""
     return dict(timeout_min=timeout_min, gpus_per_node=1, tasks_per_node=1, name='foresight-sweep',
                 slurm_array_parallelism=n_points, **{f'slurm_{k}': v for k, v in (slurm or {}).items()})
 
 def _launch_slurm(specs, folder, timeout_min, slurm: dict | None = None):
     "Submit `specs` as one Slurm job array (one GPU per point) and wait for it."
     import submitit
-    try: ex = submitit.AutoExecutor(folder=folder, cluster='slurm')
-    except RuntimeError as e: raise CLIError(f"--launcher slurm needs a Slurm cluster ({e}): run the sweep on a login node") from None
+    try:
+        ex = submitit.AutoExecutor(folder=folder, cluster='slurm')
+    except RuntimeError as e:
+        raise CLIError(f"--launcher slurm needs a Slurm cluster ({e}): run the sweep on a login node") from None
     ex.update_parameters(**slurm_parameters(len(specs), timeout_min, slurm))
     jobs = ex.map_array(run_point, specs)
-    print(f"foresight: submitted {len(jobs)} points as Slurm job array {jobs[0].job_id.split('_')[0] if jobs else '-'}; "
-          f"logs in {folder}", flush=True)
+    print(
+        f"foresight: submitted {len(jobs)} points as Slurm job array {jobs[0].job_id.split('_')[0] if jobs else '-'}; "
+        f"logs in {folder}",
+        flush=True,
+    )
     out = {}
     try:
         for s, j in zip(specs, jobs):
@@ -457,8 +564,10 @@ def _launch_slurm(specs, folder, timeout_min, slurm: dict | None = None):
 def parse_gpus(s) -> list:
     "`'0,1'` → `[0, 1]`; a clear error for anything but comma-separated device numbers."
     if s is None or s == '': return []
-    try: g = [int(x) for x in str(s).split(',') if x.strip() != '']
-    except ValueError: raise CLIError(f"--gpus takes comma-separated device numbers such as 0,1,2 (got {s!r})") from None
+    try:
+        g = [int(x) for x in str(s).split(',') if x.strip() != '']
+    except ValueError:
+        raise CLIError(f"--gpus takes comma-separated device numbers such as 0,1,2 (got {s!r})") from None
     if len(set(g)) != len(g) or any(x < 0 for x in g): raise CLIError(f"--gpus {s!r}: each device once, numbers >= 0")
     return g
 
@@ -486,15 +595,20 @@ def sweep_parallel(eid, grid: dict, params: dict | None = None, root=None, name:
         name = 'sweep-' + point_name({k: '+'.join(map(str, v)) for k, v in grid.items()})[:120]
         if params: name += '+' + hashlib.sha1(json.dumps(to_jsonable(params), sort_keys=True).encode()).hexdigest()[:8]
     name = run_name(name)
-    sroot = root/exp/name; sroot.mkdir(parents=True, exist_ok=True)
+    sroot = root/exp/name
+    sroot.mkdir(parents=True, exist_ok=True)
     points, specs = grid_points(grid), []
     for pt in points:
-        pn = point_name(pt); done = sroot/pn/'results.json'
+        pn = point_name(pt)
+        done = sroot/pn/'results.json'
         asked = to_jsonable(dict(params or {}, **pt))
         if done.exists():
             had = json.loads(done.read_text()).get('cli', {}).get('params', asked)
             if had != asked:
-                raise CLIError(f"{sroot/pn} holds a finished run with other parameters ({had}, not {asked}): pass another --name for this sweep")
+                raise CLIError(
+                    f"{sroot / pn} holds a finished run with other parameters ({had}, not {asked}): pass another "
+                    "--name for this sweep"
+                )
             continue
         env = {k: os.environ[k] for k in ('FORESIGHT_REPORTS', 'FORESIGHT_NBS') if k in os.environ}
         specs.append(dict(eid=eid, params=dict(params or {}, **pt), name=pn, root=str(root), parent=str(sroot),
@@ -505,9 +619,12 @@ def sweep_parallel(eid, grid: dict, params: dict | None = None, root=None, name:
                                 else _launch_local(specs, folder, gpus, timeout_min))
     results, failures = [], []
     for pt in points:
-        pn = point_name(pt); done = sroot/pn/'results.json'
+        pn = point_name(pt)
+        done = sroot/pn/'results.json'
         err = (ran.get(pn) or {}).get('error')
-        if err or not done.exists(): failures.append(dict(point=pt, error=err or 'no results.json after the job')); continue
+        if err or not done.exists():
+            failures.append(dict(point=pt, error=err or 'no results.json after the job'))
+            continue
         results.append(dict(point=pt, run=str(sroot/pn), results=json.loads(done.read_text())))
     out = dict(experiment=exp, grid=grid, params=params or {}, results=results, failures=failures,
                launcher=launcher, gpus=list(gpus or []), devices={pn: r.get('device') for pn, r in ran.items()})
@@ -525,16 +642,24 @@ def collect_runs(root=None) -> dict:
     `results.json` with status `finished` in a folder that is not (inside) a `.partial`, `.failed` or
     `.tmp` one; a folder that holds a report's files or an executed notebook but no `results.json` (a run
     killed before its end) is unfinished."""
-    root = Path(root or reports_root()); fin, unf, seen = [], [], set()
+    root = Path(root or reports_root())
+    fin, unf, seen = [], [], set()
     def unfinished(d, state):
         k = str(d.relative_to(root))
-        if k not in seen: seen.add(k); unf.append(dict(run=k, state=state))
+        if k not in seen:
+            seen.add(k)
+            unf.append(dict(run=k, state=state))
     for r in sorted(root.rglob('results.json')):
-        d = r.parent; parts = d.relative_to(root).parts
+        d = r.parent
+        parts = d.relative_to(root).parts
         if any(_unfinished_marker(p) for p in parts): continue   # listed below, with its folder
         try: res = json.loads(r.read_text())
-        except Exception: unfinished(d, 'unreadable results.json'); continue
-        if res.get('status') == 'finished': fin.append(dict(res, path=str(d.relative_to(root)))); seen.add(str(d.relative_to(root)))
+        except Exception:
+            unfinished(d, 'unreadable results.json')
+            continue
+        if res.get('status') == 'finished':
+            fin.append(dict(res, path=str(d.relative_to(root))))
+            seen.add(str(d.relative_to(root)))
         else: unfinished(d, res.get('status', '?'))
     for d in sorted(root.rglob('*')):
         if not d.is_dir(): continue
@@ -550,18 +675,38 @@ def _fmt(v):
 
 def report(root=None) -> Path:
     "Write `reports/README.md`: every finished run with date, parameters and verdicts; then the unfinished."
-    root = Path(root or reports_root()); runs = collect_runs(root)
-    L = ['# Foresight runs', '', f'Generated {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")} by `foresight report`. '
-         'Runs marked *random preset* demonstrate the pipeline on random-initialised tiny models: their numbers are not findings.', '']
+    root = Path(root or reports_root())
+    runs = collect_runs(root)
+    L = [
+        '# Foresight runs',
+        '',
+        f'Generated {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")} by `foresight '
+        'report`. '
+        'Runs marked *random preset* demonstrate the pipeline on random-initialised tiny models: their numbers are '
+        'not findings.',
+        '',
+    ]
     by_exp = {}
     for r in runs['finished']: by_exp.setdefault(r['experiment'], []).append(r)
     for exp in sorted(by_exp):
-        L += [f'## {exp}', '', '| run | date | preset | recommendation | key results | parameters |', '|---|---|---|---|---|---|']
+        L += [
+            f'## {exp}',
+            '',
+            '| run | date | preset | recommendation | key results | parameters |',
+            '|---|---|---|---|---|---|',
+        ]
         for r in sorted(by_exp[exp], key=lambda r: r.get('date', '')):
-            keys = '; '.join(f"{k} {_fmt(m['value'])} ({m['verdict']})" for k, m in r.get('metrics', {}).items() if m.get('key') and m.get('target'))
+            keys = '; '.join(
+                f"{k} {_fmt(m['value'])} ({m['verdict']})"
+                for k, m in r.get('metrics', {}).items()
+                if m.get('key') and m.get('target')
+            )
             ps = ', '.join(f'{k}={v}' for k, v in r.get('params', {}).items() if k != 'run_dir')
-            L.append(f"| [{Path(r['path']).name}]({r['path']}/findings.md) | {r.get('date', '')[:16]} | {'random preset' if r.get('preset') == 'random' else 'pretrained'} "
-                     f"| {r.get('recommendation')} | {keys or '—'} | {ps} |")
+            L.append(
+                f"| [{Path(r['path']).name}]({r['path']}/findings.md) | {r.get('date', '')[:16]} | "
+                f"{'random preset' if r.get('preset') == 'random' else 'pretrained'} "
+                f"| {r.get('recommendation')} | {keys or '—'} | {ps} |"
+            )
         L.append('')
     L += success_tables(runs['finished'])
     L += c1_report_lines(runs['finished'])
@@ -573,11 +718,18 @@ def report(root=None) -> Path:
 # %% ../nbs/lib/cli.ipynb #acdd6363
 # Plan-level success tables: each plan lists the metric of each experiment that decides it.
 PLAN_TABLES = {
-    'C1 · reconstruction probes (E1.2–E1.3)': [('E1.2', 'e1_2_probe', 'held-out LPIPS'), ('E1.3', 'e1_3_merge', 'LPIPS gap (post − pre)')],
+    'C1 · reconstruction probes (E1.2–E1.3)': [
+        ('E1.2', 'e1_2_probe', 'held-out LPIPS'),
+        ('E1.3', 'e1_3_merge', 'LPIPS gap (post − pre)'),
+    ],
     'C3 · future prediction (E3.1–E3.6)': [
-        ('E3.1', 'e3_1_sanity', 'val cosine'), ('E3.2', 'e3_2_next_frame', 'cosine (t+1)'),
-        ('E3.3', 'e3_3_action', 'Δ cosine with action'), ('E3.4', 'e3_4_horizons', 'cosine (t+5)'),
-        ('E3.5', 'e3_5_action_probe', 'top-1 on predicted'), ('E3.6', 'e3_6_retrieval', 'R@1 (pool 1000)')],
+        ('E3.1', 'e3_1_sanity', 'val cosine'),
+        ('E3.2', 'e3_2_next_frame', 'cosine (t+1)'),
+        ('E3.3', 'e3_3_action', 'Δ cosine with action'),
+        ('E3.4', 'e3_4_horizons', 'cosine (t+5)'),
+        ('E3.5', 'e3_5_action_probe', 'top-1 on predicted'),
+        ('E3.6', 'e3_6_retrieval', 'R@1 (pool 1000)'),
+    ],
 }
 
 def success_tables(finished) -> list:
@@ -587,12 +739,25 @@ def success_tables(finished) -> list:
     L = []
     for title, rows in PLAN_TABLES.items():
         if not any(e in latest for _, e, _ in rows): continue
-        L += [f'## Success table: {title}', '', '| experiment | metric | value | target | verdict | run |', '|---|---|---|---|---|---|']
+        L += [
+            f'## Success table: {title}',
+            '',
+            '| experiment | metric | value | target | verdict | run |',
+            '|---|---|---|---|---|---|',
+        ]
         for code, exp, metric in rows:
-            r = latest.get(exp); m = (r or {}).get('metrics', {}).get(metric)
-            if m is None: L.append(f'| {code} | {metric} | not run | | | |'); continue
-            L.append(f"| {code} | {metric} | {_fmt(m['value'])} | {m.get('target') or '—'} | {m['verdict']} | {r['path']} |")
-        fals = sorted((r for r in finished if r['experiment'] == 'e3_6_retrieval' and 'falsified' in r.get('values', {})), key=lambda r: r.get('date', ''))
+            r = latest.get(exp)
+            m = (r or {}).get('metrics', {}).get(metric)
+            if m is None:
+                L.append(f'| {code} | {metric} | not run | | | |')
+                continue
+            L.append(
+                f"| {code} | {metric} | {_fmt(m['value'])} | {m.get('target') or '—'} | {m['verdict']} | {r['path']} |"
+            )
+        fals = sorted(
+            (r for r in finished if r['experiment'] == 'e3_6_retrieval' and 'falsified' in r.get('values', {})),
+            key=lambda r: r.get('date', ''),
+        )
         if fals and 'C3' in title:
             v = fals[-1]['values']['falsified']
             L += ['', f"Falsification rule (no better than random on all four conditions across 3+ seeds): **{v}**"]
@@ -607,7 +772,8 @@ def _grid(items):
     g = {}
     for it in items or []:
         if '=' not in it: raise CLIError(f"-g takes name=v1,v2,… (got {it!r})")
-        k, vs = it.split('=', 1); g[k] = [parse_value(v) for v in vs.split(',') if v != '']
+        k, vs = it.split('=', 1)
+        g[k] = [parse_value(v) for v in vs.split(',') if v != '']
     return g
 
 def _terminate(signum, frame):
@@ -621,22 +787,37 @@ def main(argv=None):
     except (ValueError, AttributeError): prev = None    # not the main thread, or no SIGTERM here
     try: return _main(argv)
     except CLIError as e:
-        print(f'foresight: {e}', file=sys.stderr); return 2
+        print(f'foresight: {e}', file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print('foresight: interrupted; nothing unfinished is listed as finished. Run the same command again to redo '
-              'the interrupted run (finished sweep points are kept).', file=sys.stderr); return 130
+              'the interrupted run (finished sweep points are kept).', file=sys.stderr)
+        return 130
     finally:
         if prev is not None: signal.signal(signal.SIGTERM, prev)
 
 def _add_flow_args(r, s):
     "The options for configs, dry runs and parallel sweeps (kept apart from the basic ones)."
     for x in (r, s): x.add_argument('-f', '--config', help='YAML file of parameters (configs/*.yaml); -p overrides it')
-    r.add_argument('--dry-run', action='store_true', help='print the resolved parameters, data, cache and a GPU-time and disk estimate; start nothing')
+    r.add_argument(
+        '--dry-run',
+        action='store_true',
+        help='print the resolved parameters, data, cache and a GPU-time and disk estimate; start nothing',
+    )
     s.add_argument('--gpus', help='run the points concurrently, one per GPU: --gpus 0,1,2,3')
-    s.add_argument('--launcher', choices=('inline', 'local', 'slurm'), help='inline: one after another in this process (the default '
-                   'without --gpus); local: submitit local executor (the default with --gpus); slurm: a Slurm job array via submitit')
-    s.add_argument('--timeout-min', type=int, default=24 * 60, help='time limit of each point (local and slurm launchers)')
-    s.add_argument('--slurm', action='append', metavar='KEY=VALUE', help='a Slurm option for submitit, e.g. --slurm partition=gpu')
+    s.add_argument(
+        '--launcher',
+        choices=('inline', 'local', 'slurm'),
+        help='inline: one after another in this process (the default '
+        'without --gpus); local: submitit local executor (the default with --gpus); slurm: a Slurm job array via '
+        'submitit',
+    )
+    s.add_argument(
+        '--timeout-min', type=int, default=24 * 60, help='time limit of each point (local and slurm launchers)'
+    )
+    s.add_argument(
+        '--slurm', action='append', metavar='KEY=VALUE', help='a Slurm option for submitit, e.g. --slurm partition=gpu'
+    )
 
 def _config_params(a, eid) -> dict:
     "The parameters of a run: the -f config file, then the -p flags over it."
@@ -650,26 +831,34 @@ def _config_params(a, eid) -> dict:
     return dict(out, **_params(a.param))
 
 def _main(argv=None):
-    ap = argparse.ArgumentParser(prog='foresight', description='Run Foresight experiments (nbs/*.ipynb) and gather their findings.')
+    ap = argparse.ArgumentParser(
+        prog='foresight', description='Run Foresight experiments (nbs/*.ipynb) and gather their findings.'
+    )
     sub = ap.add_subparsers(dest='cmd', required=True)
     sub.add_parser('list', help='experiments and their parameters')
     r = sub.add_parser('run', help='run an experiment (or "all") into reports/<experiment>/<run>/')
-    r.add_argument('experiment'); r.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'))
-    r.add_argument('--name', help='run folder name (default: time + parameter hash)'); r.add_argument('--quiet', action='store_true')
+    r.add_argument('experiment')
+    r.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'))
+    r.add_argument('--name', help='run folder name (default: time + parameter hash)')
+    r.add_argument('--quiet', action='store_true')
     s = sub.add_parser('sweep', help='run an experiment over a grid: -g layer=1,6,12 -g resolution=224,448')
-    s.add_argument('experiment'); s.add_argument('-g', '--grid', action='append', required=True)
-    s.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE')); s.add_argument('--name')
+    s.add_argument('experiment')
+    s.add_argument('-g', '--grid', action='append', required=True)
+    s.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'))
+    s.add_argument('--name')
     sub.add_parser('report', help='write reports/README.md from every finished run')
     _add_flow_args(r, s)
     a = ap.parse_args(argv)
     if a.cmd == 'list':
         for exp, nb in notebooks().items():
             print(f'{exp}  ({nb.name})')
-            for k, p in notebook_params(nb).items(): print(f"    {k} = {p['default']}" + (f"    # {p['help']}" if p.get('help') else ''))
+            for k, p in notebook_params(nb).items():
+                print(f"    {k} = {p['default']}" + (f"    # {p['help']}" if p.get('help') else ''))
         return 0
     if a.cmd == 'run':
         exps = list(notebooks()) if a.experiment == 'all' else [a.experiment]
-        if a.experiment == 'all' and (a.param or a.name or a.config): raise CLIError("`run all` takes no -p, -f or --name (each notebook runs its defaults)")
+        if a.experiment == 'all' and (a.param or a.name or a.config):
+            raise CLIError("`run all` takes no -p, -f or --name (each notebook runs its defaults)")
         if a.dry_run:
             for e in exps: print(dry_run(e, _config_params(a, e)), flush=True)
             return 0
@@ -679,19 +868,29 @@ def _main(argv=None):
             print(f'foresight: running {e} …', flush=True)
             try:
                 d = run_experiment(e, _config_params(a, e), a.name, quiet=a.quiet)
-                print(f'foresight: {e} done in {(datetime.datetime.now() - t0).total_seconds():.0f}s → {d}/findings.md', flush=True)
+                print(
+                    f'foresight: {e} done in {(datetime.datetime.now() - t0).total_seconds():.0f}s → {d}/findings.md',
+                    flush=True,
+                )
             except RunFailed as err:
-                print(f'foresight: {err}', file=sys.stderr); failed.append(e)
-        if failed: print(f'foresight: {len(failed)} of {len(exps)} failed: {", ".join(failed)}', file=sys.stderr); return 1
+                print(f'foresight: {err}', file=sys.stderr)
+                failed.append(e)
+        if failed:
+            print(f'foresight: {len(failed)} of {len(exps)} failed: {", ".join(failed)}', file=sys.stderr)
+            return 1
         return 0
     if a.cmd == 'sweep':
         gpus, launcher = parse_gpus(a.gpus), a.launcher or ('local' if a.gpus else 'inline')
         if launcher == 'inline':
-            if gpus: raise CLIError("--gpus runs points concurrently: use it with --launcher local (the default) or slurm")
+            if gpus:
+                raise CLIError("--gpus runs points concurrently: use it with --launcher local (the default) or slurm")
             out = sweep(a.experiment, _grid(a.grid), _config_params(a, a.experiment), name=a.name)
         else:
             bad = [kv for kv in a.slurm or [] if '=' not in kv]
-            if bad: raise CLIError(f"--slurm takes KEY=VALUE (a submitit slurm_ parameter without the prefix), got {bad[0]!r}")
+            if bad:
+                raise CLIError(
+                    f"--slurm takes KEY=VALUE (a submitit slurm_ parameter without the prefix), got {bad[0]!r}"
+                )
             slurm = {k: parse_value(v) for k, v in (kv.split('=', 1) for kv in a.slurm or [])}
             out = sweep_parallel(a.experiment, _grid(a.grid), _config_params(a, a.experiment), name=a.name, gpus=gpus,
                                  launcher=launcher, timeout_min=a.timeout_min, slurm=slurm)
@@ -699,4 +898,6 @@ def _main(argv=None):
         for fl in out['failures']: print(f"  failed {fl['point']}: {fl['error'][:300]}", file=sys.stderr)
         return 1 if out['failures'] and not out['results'] else 0
     if a.cmd == 'report':
-        p = report(); print(f'foresight: wrote {p}'); return 0
+        p = report()
+        print(f'foresight: wrote {p}')
+        return 0

@@ -11,23 +11,56 @@ __all__ = ['C1_CRITERIA', 'c1_decision', 'c1_report_lines']
 # %% ../nbs/lib/decisions.ipynb #6ac865dd
 # (code, experiment, how to find the metric, better, target, acceptable, failure, hard failure, what)
 C1_CRITERIA = [
-    ('E1.2', 'e1_2_probe', 'held-out LPIPS', 'lower', 0.5, 0.5, 0.7, None, 'linear probe, held-out LPIPS (information accessible)'),
-    ('E1.3', 'e1_3_merge', 'LPIPS gap (post − pre)', 'lower', 0.1, 0.2, 0.2, None, 'LPIPS lost in the 2x2 merge (chooses the latents; not a gate)'),
+    (
+        'E1.2',
+        'e1_2_probe',
+        'held-out LPIPS',
+        'lower',
+        0.5,
+        0.5,
+        0.7,
+        None,
+        'linear probe, held-out LPIPS (information accessible)',
+    ),
+    (
+        'E1.3',
+        'e1_3_merge',
+        'LPIPS gap (post − pre)',
+        'lower',
+        0.1,
+        0.2,
+        0.2,
+        None,
+        'LPIPS lost in the 2x2 merge (chooses the latents; not a gate)',
+    ),
     ('E1.4', 'e1_4_spatial', 'IoU (', 'higher', 0.75, 0.6, 0.5, 0.4, 'spatial IoU, single objects'),
-    ('E1.5', 'e1_5_reconstruction', 'LPIPS (', 'lower', 0.25, 0.35, 0.45, 0.5, 'reconstruction LPIPS through LTX-Video'),
+    (
+        'E1.5',
+        'e1_5_reconstruction',
+        'LPIPS (',
+        'lower',
+        0.25,
+        0.35,
+        0.45,
+        0.5,
+        'reconstruction LPIPS through LTX-Video',
+    ),
     ('E1.5', 'e1_5_reconstruction', 'values:SSIM', 'higher', 0.85, 0.75, 0.65, None, 'reconstruction SSIM'),
     ('E1.5', 'e1_5_reconstruction', 'values:PSNR', 'higher', 25.0, 22.0, 18.0, None, 'reconstruction PSNR (dB)'),
 ]
 
 def _find_metric(run: dict, key: str):
-    "`(name, metric dict)` of a run: a `values:` quality figure, an exact name, or the first key metric starting with `key`."
+    """`(name, metric dict)` of a run: a `values:` quality figure, an exact name, or the first key metric starting
+    with `key`."""
     if key.startswith('values:'):
         q = (run.get('values') or {}).get('quality') or {}
         k = key.split(':', 1)[1]
         return (k, dict(value=q[k])) if q.get(k) is not None else (None, None)
     m = run.get('metrics') or {}
     if key in m: return key, m[key]
-    return next(((k, v) for k, v in m.items() if k.startswith(key) and v.get('key') and 'acceptable' not in k), (None, None))
+    return next(
+        ((k, v) for k, v in m.items() if k.startswith(key) and v.get('key') and 'acceptable' not in k), (None, None)
+    )
 
 def _band(v, better, target, acceptable, failure):
     ok = (lambda a, b: a < b) if better == 'lower' else (lambda a, b: a > b)
@@ -45,7 +78,9 @@ def c1_decision(finished: list) -> dict:
         r = latest.get(exp)
         name, m = _find_metric(r, key) if r else (None, None)
         if m is None or not isinstance(m.get('value'), (int, float)):
-            missing.append(f'{code} {what}'); rows.append(dict(code=code, criterion=what, status='no run')); continue
+            missing.append(f'{code} {what}')
+            rows.append(dict(code=code, criterion=what, status='no run'))
+            continue
         random |= r.get('preset') == 'random'
         v, c = float(m['value']), m.get('control')
         band = _band(v, better, tgt, acc, fail)
@@ -53,19 +88,41 @@ def c1_decision(finished: list) -> dict:
             band = dict(target='post-merge suffices', acceptable='consider pre-merge').get(band, 'use pre-merge')
         beats = None
         if c and c.get('diff_ci'):
-            lo, hi = c['diff_ci']; beats = bool(hi < 0) if better == 'lower' else bool(lo > 0)
-        if hard_at is not None and ((v > hard_at) if better == 'lower' else (v < hard_at)): hard.append(f'{code} {what} {v:.3g}')
-        rows.append(dict(code=code, criterion=what, metric=name, value=v, ci=m.get('ci'), band=band,
-                         control=None if not c else c.get('value'), control_diff_ci=None if not c else c.get('diff_ci'),
-                         beats_control=beats, met=(band in ('target', 'acceptable') or 'not a gate' in what) and beats is not False,
-                         run=r.get('path', r.get('run'))))
+            lo, hi = c['diff_ci']
+            beats = bool(hi < 0) if better == 'lower' else bool(lo > 0)
+        if hard_at is not None and ((v > hard_at) if better == 'lower' else (v < hard_at)):
+            hard.append(f'{code} {what} {v:.3g}')
+        rows.append(
+            dict(
+                code=code,
+                criterion=what,
+                metric=name,
+                value=v,
+                ci=m.get('ci'),
+                band=band,
+                control=None if not c else c.get('value'),
+                control_diff_ci=None if not c else c.get('diff_ci'),
+                beats_control=beats,
+                met=(band in ('target', 'acceptable') or 'not a gate' in what) and beats is not False,
+                run=r.get('path', r.get('run')),
+            )
+        )
     if hard: decision, why = 'PIVOT', 'hard failure (the plan: stop and pivot): ' + '; '.join(hard)
     elif missing: decision, why = 'INCOMPLETE', 'no finished run for: ' + '; '.join(missing)
-    elif all(r['met'] for r in rows): decision, why = 'PROCEED', 'every criterion within target or acceptable, and beyond its random-weights control where measured'
+    elif all(r['met'] for r in rows):
+        decision, why = (
+            'PROCEED',
+            'every criterion within target or acceptable, and beyond its random-weights control where measured',
+        )
     else:
         decision = 'PIVOT'
-        why = 'not met: ' + '; '.join(f"{r['code']} {r['criterion']} ({r['band']}" + (', not beyond its random-weights control' if r['beats_control'] is False else '') + ')'
-                                      for r in rows if not r['met'])
+        why = 'not met: ' + '; '.join(
+            f"{r['code']} {r['criterion']} ({r['band']}"
+            + (', not beyond its random-weights control' if r['beats_control'] is False else '')
+            + ')'
+            for r in rows
+            if not r['met']
+        )
     return dict(decision=decision, why=why, criteria=rows, random_preset=random)
 
 def c1_report_lines(finished: list) -> list:
@@ -74,12 +131,32 @@ def c1_report_lines(finished: list) -> list:
     if not any(r.get('experiment') in exps for r in finished): return []
     d = c1_decision(finished)
     f3 = lambda v: '—' if v is None else (f'{v:.3g}' if isinstance(v, float) else str(v))
-    L = ['## C1 decision (go/no-go)', '', f"**{d['decision']}**: {d['why']}." + (' **Made on random-preset runs: it demonstrates the rule, '
-         'it is not a finding about Qwen2.5-VL.**' if d['random_preset'] else ''), '',
-         '| experiment | criterion | value [CI] | plan band | random-weights control (difference CI) | met | run |', '|---|---|---|---|---|---|---|']
+    L = [
+        '## C1 decision (go/no-go)',
+        '',
+        f"**{d['decision']}**: {d['why']}."
+        + (
+            ' **Made on random-preset runs: it demonstrates the rule, it is not a finding about Qwen2.5-VL.**'
+            if d['random_preset']
+            else ''
+        ),
+        '',
+        '| experiment | criterion | value [CI] | plan band | random-weights control (difference CI) | met | run |',
+        '|---|---|---|---|---|---|---|',
+    ]
     for r in d['criteria']:
-        if r.get('status') == 'no run': L.append(f"| {r['code']} | {r['criterion']} | no run | | | no | |"); continue
+        if r.get('status') == 'no run':
+            L.append(f"| {r['code']} | {r['criterion']} | no run | | | no | |")
+            continue
         ci = f" [{f3(r['ci'][0])}, {f3(r['ci'][1])}]" if r.get('ci') else ''
-        ctl = '—' if r['control'] is None else f"{f3(r['control'])}" + (f" ({f3(r['control_diff_ci'][0])}, {f3(r['control_diff_ci'][1])})" if r['control_diff_ci'] else '')
-        L.append(f"| {r['code']} | {r['criterion']} | {f3(r['value'])}{ci} | {r['band']} | {ctl} | {'yes' if r['met'] else 'no'} | {r['run']} |")
+        ctl = (
+            '—'
+            if r['control'] is None
+            else f"{f3(r['control'])}"
+            + (f" ({f3(r['control_diff_ci'][0])}, {f3(r['control_diff_ci'][1])})" if r['control_diff_ci'] else '')
+        )
+        L.append(
+            f"| {r['code']} | {r['criterion']} | {f3(r['value'])}{ci} | {r['band']} | {ctl} | "
+            f"{'yes' if r['met'] else 'no'} | {r['run']} |"
+        )
     return L + ['']

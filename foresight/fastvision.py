@@ -10,7 +10,6 @@ __all__ = ['CLIP_MEAN', 'CLIP_STD', 'patchify', 'patchify_batch', 'segment_group
            'block_forward', 'compiled_block_forward', 'packed_vision_forward', 'fast_llm_hidden']
 
 # %% ../nbs/lib/fastvision.ipynb #166b6bdb
-import math
 import torch, torch.nn.functional as F
 from .order import vision_window_index
 
@@ -18,14 +17,17 @@ from .order import vision_window_index
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-def patchify(frames: torch.Tensor, patch: int = 14, temporal: int = 2, merge: int = 2, mean=CLIP_MEAN, std=CLIP_STD, dtype=None):
+def patchify(
+    frames: torch.Tensor, patch: int = 14, temporal: int = 2, merge: int = 2, mean=CLIP_MEAN, std=CLIP_STD, dtype=None
+):
     """`(T, H, W, 3) uint8` frames (any device) → `(pixel_values (N, 3·temporal·patch²), grid_thw (3,))`
     exactly as Qwen2-VL's processor lists them (merge-unit order). H and W must be multiples of 28."""
     T, H, W, _ = frames.shape
     if H % (patch * merge) or W % (patch * merge):
         raise ValueError(f"frames of {H}x{W} px: sides must be multiples of {patch * merge}; resize first")
     x = frames.permute(0, 3, 1, 2).float().div_(255)
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1); s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     x = (x - m) / s
     if T % temporal: x = torch.cat([x, x[-1:].expand(temporal - T % temporal, -1, -1, -1)])
     gt, gh, gw = x.shape[0] // temporal, H // patch, W // patch
@@ -39,12 +41,15 @@ def patchify_batch(clips, device=None, dtype=None):
     if torch.is_tensor(clips) and clips.ndim == 5 and clips.shape[1] % 2 == 0:
         B, T, H, W, _ = clips.shape
         pv, g = patchify(clips.to(device, non_blocking=True).reshape(B * T, H, W, 3), dtype=dtype)
-        g = g.clone(); g[0] //= B                               # B clips of T frames, back to back
+        g = g.clone()
+        g[0] //= B  # B clips of T frames, back to back
         return pv, g[None].expand(B, 3).contiguous()
     pv, g = [], []
     for c in clips:
         t = torch.as_tensor(c).to(device, non_blocking=True)
-        p, gg = patchify(t, dtype=dtype); pv.append(p); g.append(gg)
+        p, gg = patchify(t, dtype=dtype)
+        pv.append(p)
+        g.append(gg)
     return torch.cat(pv), torch.stack(g)
 
 # %% ../nbs/lib/fastvision.ipynb #092093ac
@@ -52,13 +57,15 @@ def segment_groups(cu_seqlens: torch.Tensor) -> list:
     """`[(length, start, count, index)]`: attention segments grouped by length. A run of `count`
     equal-length segments starting at token `start` has `index=None`; other groups carry a
     `(count, length)` index of token positions."""
-    cu = cu_seqlens.tolist(); lens = [b - a for a, b in zip(cu[:-1], cu[1:]) if b > a]
+    cu = cu_seqlens.tolist()
+    lens = [b - a for a, b in zip(cu[:-1], cu[1:]) if b > a]
     starts = [a for a, b in zip(cu[:-1], cu[1:]) if b > a]
     groups, i = [], 0
     while i < len(lens):                       # maximal runs of equal length
         j = i
         while j + 1 < len(lens) and lens[j + 1] == lens[i]: j += 1
-        groups.append((lens[i], starts[i], j - i + 1)); i = j + 1
+        groups.append((lens[i], starts[i], j - i + 1))
+        i = j + 1
     if len(groups) <= 4: return [(L, s, n, None) for L, s, n in groups]
     by_len = {}
     for L, s, n in groups: by_len.setdefault(L, []).append((s, n))
@@ -70,7 +77,8 @@ def segment_groups(cu_seqlens: torch.Tensor) -> list:
 
 def packed_attention(q, k, v, groups, scale):
     "Attention of `(S, H, D)` q, k, v within segments, one `sdpa` call per group of equal-length segments."
-    S, H, D = q.shape; out = torch.empty_like(q)
+    S, H, D = q.shape
+    out = torch.empty_like(q)
     for L, start, n, idx in groups:
         if idx is None:
             sl = slice(start, start + n * L)
@@ -83,9 +91,12 @@ def packed_attention(q, k, v, groups, scale):
 
 # %% ../nbs/lib/fastvision.ipynb #2234d0a7
 def _window_index_and_cu(grid_thw, visual):
-    cfg = visual.config; m = cfg.spatial_merge_size; unit = m * m
+    cfg = visual.config
+    m = cfg.spatial_merge_size
+    unit = m * m
     wi = vision_window_index(grid_thw.cpu(), cfg.window_size, cfg.patch_size, m)
-    wm = cfg.window_size // m // cfg.patch_size; lens = []
+    wm = cfg.window_size // m // cfg.patch_size
+    lens = []
     for t, h, w in grid_thw.tolist():
         gh, gw = h // m, w // m
         for _ in range(t):
@@ -96,7 +107,9 @@ def _window_index_and_cu(grid_thw, visual):
     return wi, cu_win, cu_full
 
 def _rotary(visual, grid_thw, wi, device):
-    cfg = visual.config; m = cfg.spatial_merge_size; pos = []
+    cfg = visual.config
+    m = cfg.spatial_merge_size
+    pos = []
     for t, h, w in grid_thw.tolist():
         hp = torch.arange(h).view(h // m, m, 1, 1).expand(h // m, m, w // m, m).permute(0, 2, 1, 3).reshape(-1)
         wp = torch.arange(w).view(1, 1, w // m, m).expand(h // m, m, w // m, m).permute(0, 2, 1, 3).reshape(-1)
@@ -104,17 +117,20 @@ def _rotary(visual, grid_thw, wi, device):
     pos = torch.cat(pos).to(device)
     inv = visual.rotary_pos_emb.inv_freq.to(device, torch.float32)
     f = pos[..., None].float() * inv                                  # (S, 2, d/4)
-    f = torch.cat([f[:, 0], f[:, 1]], -1); f = torch.cat([f, f], -1)  # (S, d/2 … d)
+    f = torch.cat([f[:, 0], f[:, 1]], -1)
+    f = torch.cat([f, f], -1)  # (S, d/2 … d)
     f = f.view(len(wi), m * m, -1)[wi.to(device)].reshape(f.shape[0], -1)
     return f.cos(), f.sin()
 
 def _rope(x, cos, sin):
-    xf = x.float(); h = xf.shape[-1] // 2
+    xf = x.float()
+    h = xf.shape[-1] // 2
     rot = torch.cat([-xf[..., h:], xf[..., :h]], -1)
     return (xf * cos[:, None] + rot * sin[:, None]).to(x.dtype)
 
 def _rms(norm, x):
-    xf = x.float(); xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
     return norm.weight * xf.to(x.dtype)
 
 _PLANS = {}
@@ -130,18 +146,34 @@ def tower_plan(visual, grid_thw, device):
         wi, cu_win, cu_full = _window_index_and_cu(g, visual)
         mv = lambda gr: [(L, s, n, None if i is None else i.to(device)) for L, s, n, i in gr]
         cos, sin = _rotary(visual, g, wi, device)
-        _PLANS[key] = (wi.to(device), torch.argsort(wi).to(device), mv(segment_groups(cu_win)), mv(segment_groups(cu_full)), cos, sin)
+        _PLANS[key] = (
+            wi.to(device),
+            torch.argsort(wi).to(device),
+            mv(segment_groups(cu_win)),
+            mv(segment_groups(cu_full)),
+            cos,
+            sin,
+        )
     return _PLANS[key]
 
 def fuse_mlp(blk, align: int = 128):
     """Attach to a vision block one matrix for its gate and up projections (rows padded with zeros to
     a multiple of `align`, so the product tiles evenly; padding adds exact zeros) and the matching
     padded down projection. Called once per tower by `packed_vision_forward(fused=True)`."""
-    mlp = blk.mlp; w = mlp.gate_proj.weight; i = w.shape[0]; ip = -(-i // align) * align
+    mlp = blk.mlp
+    w = mlp.gate_proj.weight
+    i = w.shape[0]
+    ip = -(-i // align) * align
     pr = lambda t: F.pad(t, (0, 0, 0, ip - i)) if t.ndim == 2 else F.pad(t, (0, ip - i))
-    blk._fs_mlp = dict(w_gu=torch.cat([pr(mlp.gate_proj.weight), pr(mlp.up_proj.weight)]).detach(),
-                       b_gu=torch.cat([pr(mlp.gate_proj.bias), pr(mlp.up_proj.bias)]).detach() if mlp.gate_proj.bias is not None else None,
-                       w_d=F.pad(mlp.down_proj.weight, (0, ip - i)).detach(), width=ip, key=(w.data_ptr(), w.dtype, w.device))
+    blk._fs_mlp = dict(
+        w_gu=torch.cat([pr(mlp.gate_proj.weight), pr(mlp.up_proj.weight)]).detach(),
+        b_gu=torch.cat([pr(mlp.gate_proj.bias), pr(mlp.up_proj.bias)]).detach()
+        if mlp.gate_proj.bias is not None
+        else None,
+        w_d=F.pad(mlp.down_proj.weight, (0, ip - i)).detach(),
+        width=ip,
+        key=(w.data_ptr(), w.dtype, w.device),
+    )
 
 def _mlp(blk, x):
     f = getattr(blk, '_fs_mlp', None)
@@ -151,7 +183,9 @@ def _mlp(blk, x):
 
 def block_forward(blk, x, cos, sin, groups):
     "One Qwen2.5-VL vision block with packed attention (same math as the transformers block)."
-    a = blk.attn; S = x.shape[0]; H = a.num_heads
+    a = blk.attn
+    S = x.shape[0]
+    H = a.num_heads
     q, k, v = a.qkv(_rms(blk.norm1, x)).view(S, 3, H, -1).unbind(1)
     q, k = _rope(q, cos, sin), _rope(k, cos, sin)
     x = x + a.proj(packed_attention(q, k, v, groups, a.scaling).reshape(S, -1))
@@ -172,7 +206,8 @@ def compiled_block_forward(mode: str = 'block'):
     return fn
 
 def _pre_attention(blk, x, cos, sin):
-    a = blk.attn; S = x.shape[0]
+    a = blk.attn
+    S = x.shape[0]
     q, k, v = a.qkv(_rms(blk.norm1, x)).view(S, 3, a.num_heads, -1).unbind(1)
     return _rope(q, cos, sin), _rope(k, cos, sin), v
 
@@ -196,7 +231,8 @@ def packed_vision_forward(visual, pixel_values, grid_thw, blocks=(), block_fn=No
     x = F.linear(pixel_values.to(pe.dtype), pe.view(pe.shape[0], -1))
     S = x.shape[0]
     x = x.view(len(wi), -1, x.shape[-1])[wi].reshape(S, -1)
-    fn = block_fn or block_forward; caught = {}
+    fn = block_fn or block_forward
+    caught = {}
     for i, blk in enumerate(visual.blocks):
         x = fn(blk, x, cos, sin, g_full if i in visual.config.fullatt_block_indexes else g_win)
         if i in blocks: caught[i] = x
@@ -218,5 +254,7 @@ def fast_llm_hidden(model, input_ids, mm_token_type_ids, pixel_values, grid_thw,
     kw['video_grid_thw' if modality == 'video' else 'image_grid_thw'] = torch.as_tensor(grid_thw).to(input_ids.device)
     if modality == 'video': kw['second_per_grid_ts'] = second_per_grid_ts
     pos, _ = m.get_rope_index(input_ids, **kw)
-    out = m.language_model(inputs_embeds=emb, position_ids=pos, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+    out = m.language_model(
+        inputs_embeds=emb, position_ids=pos, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
+    )
     return {l: out.hidden_states[l] for l in layers}

@@ -40,18 +40,23 @@ class NonFiniteError(FloatingPointError):
     "A loss, latent or metric holding NaN or Inf."
 
 def check_finite(x, what: str, fix: str = ''):
-    "`x` (a number, array or tensor) unchanged if every value is finite, else a `NonFiniteError` naming `what` and the fix."
+    """`x` (a number, array or tensor) unchanged if every value is finite, else a `NonFiniteError` naming `what` and
+    the fix."""
     if hasattr(x, 'detach'):   # a torch tensor: checked where it lives, without a copy to the CPU
         import torch
-        t = x.detach(); ok = torch.isfinite(t)
+        t = x.detach()
+        ok = torch.isfinite(t)
         if bool(ok.all()): return x
         n, nan, tot = int((~ok).sum()), int(torch.isnan(t).sum()), t.numel()
     else:
         import numpy as np
-        a = np.asarray(x, dtype=np.float64); ok = np.isfinite(a)
+        a = np.asarray(x, dtype=np.float64)
+        ok = np.isfinite(a)
         if ok.all(): return x
         n, nan, tot = int((~ok).sum()), int(np.isnan(a).sum()), a.size
-    raise NonFiniteError(f"{what}: {n} of {tot} values are not finite ({nan} NaN, {n - nan} Inf)" + (f"; {fix}" if fix else ''))
+    raise NonFiniteError(
+        f"{what}: {n} of {tot} values are not finite ({nan} NaN, {n - nan} Inf)" + (f"; {fix}" if fix else '')
+    )
 
 # %% ../nbs/lib/findings.ipynb #9bcd4dde
 _OPS = {'>': lambda a, b: a > b, '>=': lambda a, b: a >= b, '<': lambda a, b: a < b, '<=': lambda a, b: a <= b}
@@ -62,7 +67,8 @@ def verdict(value, target: str | None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)): return 'FAIL'
     t = target.strip().replace(' ', '')
     if '..' in t:
-        lo, hi = map(float, t.split('..')); return 'PASS' if lo <= value <= hi else 'FAIL'
+        lo, hi = map(float, t.split('..'))
+        return 'PASS' if lo <= value <= hi else 'FAIL'
     m = re.fullmatch(r'(>=|<=|>|<)(-?[\d.eE+-]+)%?', t)
     if not m: raise ValueError(f"target {target!r} not understood: write e.g. '> 0.5', '< 0.3' or '0.1..0.2'")
     return 'PASS' if _OPS[m[1]](value, float(m[2]) / (100 if t.endswith('%') else 1)) else 'FAIL'
@@ -80,8 +86,10 @@ def control_model(name: str, seed: int = 0) -> dict:
     for k, v in RANDOM_CONTROLS.items():
         hit = ('ltx' in low) if k == 'ltx' else any(s in low for s in (f'-{k}', f'_{k}', f'/{k}'))
         if hit: return dict(name=v, seed=seed)
-    raise ValueError(f"no random-weights control known for {name!r}: name it explicitly (random:7b, random:3b, random:ltx) "
-                     "or switch the control off (control=False)")
+    raise ValueError(
+        f"no random-weights control known for {name!r}: name it explicitly (random:7b, random:3b, random:ltx) "
+        "or switch the control off (control=False)"
+    )
 
 def beats_control(control: dict, target: str | None = None) -> bool:
     "Whether `control['diff_ci']` (achieved − control) lies wholly on the better side of 0 (see above)."
@@ -121,7 +129,8 @@ class Metric:
         if c:
             s += f"; random-weights control {self.show(c.get('value'))}"
             if c.get('ci') is not None: s += f" [{self.show(c['ci'][0])}, {self.show(c['ci'][1])}]"
-            if c.get('diff_ci') is not None: s += f", difference [{self.show(c['diff_ci'][0])}, {self.show(c['diff_ci'][1])}]"
+            if c.get('diff_ci') is not None:
+                s += f", difference [{self.show(c['diff_ci'][0])}, {self.show(c['diff_ci'][1])}]"
         return s
 
 # %% ../nbs/lib/findings.ipynb #5ea5d857
@@ -129,8 +138,16 @@ def git_commit(root=None) -> str:
     "The checked-out commit (with `+dirty` when the tree has changes), or `unknown`."
     try:
         root = root or project_root()
-        c = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        d = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        c = subprocess.run(
+            ['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        d = subprocess.run(
+            ['git', 'status', '--porcelain', '--untracked-files=no'],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return (c or 'unknown') + ('+dirty' if c and d else '')
     except Exception: return 'unknown'
 
@@ -138,7 +155,17 @@ def environment_info() -> dict:
     "Package versions and the device, for `results.json`."
     from importlib.metadata import version, PackageNotFoundError
     pk = {}
-    for p in ['torch', 'transformers', 'diffusers', 'numpy', 'scipy', 'scikit-learn', 'lpips', 'papermill', 'foresight']:
+    for p in [
+        'torch',
+        'transformers',
+        'diffusers',
+        'numpy',
+        'scipy',
+        'scikit-learn',
+        'lpips',
+        'papermill',
+        'foresight',
+    ]:
         try: pk[p] = version(p)
         except PackageNotFoundError: pass
     dev = 'cpu'
@@ -146,7 +173,13 @@ def environment_info() -> dict:
         import torch
         if torch.cuda.is_available(): dev = f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
     except Exception: pass
-    return dict(packages=pk, device=dev, python=platform.python_version(), host=socket.gethostname(), platform=platform.platform())
+    return dict(
+        packages=pk,
+        device=dev,
+        python=platform.python_version(),
+        host=socket.gethostname(),
+        platform=platform.platform(),
+    )
 
 # %% ../nbs/lib/findings.ipynb #5824a344
 def is_random_preset(name) -> bool: return str(name).startswith('tiny') or str(name).startswith('random:')
@@ -173,7 +206,8 @@ def inline_display() -> bool:
     return getattr(ip.get_ipython() if ip else None, 'kernel', None) is not None
 
 def show_inline(bundle: dict) -> bool:
-    "Display a MIME bundle (`{'image/png': base64, 'text/plain': ...}`) when `inline_display()`. Returns whether it did."
+    """Display a MIME bundle (`{'image/png': base64, 'text/plain': ...}`) when `inline_display()`. Returns whether it
+    did."""
     if not inline_display(): return False
     from IPython.display import display
     display(bundle, raw=True)
@@ -209,7 +243,9 @@ class Findings:
         self.t0 = time.time()
         _OPEN.add(self)
 
-    def metric(self, name, value, target=None, what='', ci=None, null=None, key=True, fmt='.3f', volatile=False, control=None):
+    def metric(
+        self, name, value, target=None, what='', ci=None, null=None, key=True, fmt='.3f', volatile=False, control=None
+    ):
         """Record a metric; with a `target` (e.g. `'> 0.5'`) it gets a PASS/FAIL verdict. Returns the value.
         `volatile=True` marks a figure that changes from run to run by nature (a throughput, a time): the
         determinism checks (`stable_results`) leave it out. A NaN or Inf value fails its target and is
@@ -217,16 +253,31 @@ class Findings:
         a dict with `value`, `ci` and `diff_ci` (achieved − control); with it the verdict must also beat it."""
         if hasattr(value, 'item'): value = value.item()
         if control is not None:
-            if not isinstance(control, dict) or 'value' not in control: raise ValueError(f"metric {name!r}: control must be a dict with 'value' (and 'ci', 'diff_ci')")
-            control = {k: (tuple(map(float, v)) if k in ('ci', 'diff_ci') and v is not None else v) for k, v in control.items()}
-        self.metrics[name] = Metric(name, value, what, target, tuple(map(float, ci)) if ci is not None else None, null, key, fmt, volatile, control)
+            if not isinstance(control, dict) or 'value' not in control:
+                raise ValueError(f"metric {name!r}: control must be a dict with 'value' (and 'ci', 'diff_ci')")
+            control = {
+                k: (tuple(map(float, v)) if k in ('ci', 'diff_ci') and v is not None else v) for k, v in control.items()
+            }
+        self.metrics[name] = Metric(
+            name,
+            value,
+            what,
+            target,
+            tuple(map(float, ci)) if ci is not None else None,
+            null,
+            key,
+            fmt,
+            volatile,
+            control,
+        )
         if isinstance(value, float) and not math.isfinite(value):
             self.note(f"metric {name!r} is {value}: check the inputs and losses that produced it")
         return value
 
     def value(self, name, v):
         "Record any other figure (a number, list or dict) into `results.json`. Returns it."
-        self.values[name] = v; return v
+        self.values[name] = v
+        return v
 
     def section(self, title, text):
         "A sub-experiment summary (markdown)."
@@ -239,7 +290,8 @@ class Findings:
         self.skipped.append(dict(item=str(item), reason=str(reason)))
 
     def skip_many(self, skipped):
-        "Record many skipped inputs: a `{item: reason}` dict (as `data.load_refs` and readers' `.skipped` give) or `(item, reason)` pairs."
+        """Record many skipped inputs: a `{item: reason}` dict (as `data.load_refs` and readers' `.skipped` give) or
+        `(item, reason)` pairs."""
         for item, reason in (skipped.items() if isinstance(skipped, dict) else skipped): self.skip(item, reason)
         return len(self.skipped)
 
@@ -263,9 +315,11 @@ class Findings:
         """Save a matplotlib figure as PNG in `figures/` and list it in the report; in a notebook the same
         PNG is also shown, with its caption (see `inline_display`). The figure is closed."""
         import io, base64, matplotlib.pyplot as plt
-        buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
+        buf = io.BytesIO()
+        fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
         p = atomic_write(self.run_dir/'figures'/f'{safe_name(name, "figure name")}.png', buf.getvalue())
-        self.figures.append((name, caption, p.relative_to(self.run_dir).as_posix())); plt.close(fig)
+        self.figures.append((name, caption, p.relative_to(self.run_dir).as_posix()))
+        plt.close(fig)
         head = f'Figure {name}' + (f': {caption}' if caption else '')
         show_inline({'image/png': base64.b64encode(buf.getvalue()).decode(), 'text/plain': f'<{head}>'})
         if caption: show_inline({'text/markdown': f'*Figure {name}*: {caption}', 'text/plain': head})
@@ -293,7 +347,9 @@ class Findings:
     def recommendation(self):
         v = [m.verdict for m in self.metrics.values() if m.key and m.target]
         if not v: return 'NONE'
-        return 'PROCEED' if all(x == 'PASS' for x in v) else ('STOP' if all(x.startswith('FAIL') for x in v) else 'PIVOT')
+        return (
+            'PROCEED' if all(x == 'PASS' for x in v) else ('STOP' if all(x.startswith('FAIL') for x in v) else 'PIVOT')
+        )
 
     def render(self, answer, recommendation=None, implications=()):
         rec = recommendation or self.recommendation()
@@ -305,7 +361,12 @@ class Findings:
               '## Question', '', self.question.strip(), '', '## Answer', '', answer.strip(), '']
         keyed = [m for m in self.metrics.values() if m.key]
         if keyed:
-            L += ['## Key results', '', '| metric | what it measures | target | achieved | verdict |', '|---|---|---|---|---|']
+            L += [
+                '## Key results',
+                '',
+                '| metric | what it measures | target | achieved | verdict |',
+                '|---|---|---|---|---|',
+            ]
             L += [f"| {m.name} | {m.what} | {m.target or '—'} | {m.achieved()} | {m.verdict} |" for m in keyed]
             L += ['']
         other = [m for m in self.metrics.values() if not m.key]
@@ -322,10 +383,22 @@ class Findings:
             L += ['## Skipped inputs', '', f'{len(self.skipped)} input(s) were skipped:', '']
             L += [f"- `{s['item']}`: {s['reason']}" for s in self.skipped] + ['']
         if self.notes: L += ['## Notes', ''] + [f'- {n}' for n in self.notes] + ['']
-        L += ['## Artifacts', '', '- `results.json`: every figure, the parameters, models, seed, commit, versions, device, timings']
+        L += [
+            '## Artifacts',
+            '',
+            '- `results.json`: every figure, the parameters, models, seed, commit, versions, device, timings',
+        ]
         L += [f'- `{rel}`: {what}' for rel, what in self.artifacts]
         L += [f'- `tables/{n}.csv`' for n, _, _ in self.tables] + [f'- `{rel}`' for _, _, rel in self.figures]
-        L += ['', '## Parameters', '', '```json', json.dumps(to_jsonable(self.params), indent=1, sort_keys=True), '```', '']
+        L += [
+            '',
+            '## Parameters',
+            '',
+            '```json',
+            json.dumps(to_jsonable(self.params), indent=1, sort_keys=True),
+            '```',
+            '',
+        ]
         return '\n'.join(L), rec
 
     def write(self, answer: str, recommendation: str | None = None, implications=()) -> Path:
@@ -333,16 +406,40 @@ class Findings:
         md, rec = self.render(answer, recommendation, implications)
         atomic_write(self.run_dir/'findings.md', md)
         env = environment_info()
-        res = dict(status='finished', experiment=self.experiment, title=self.title, run=self.run_name,
-                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                   recommendation=rec, answer=answer,
-                   metrics={k: dict(value=m.value, target=m.target, verdict=m.verdict, ci=m.ci, null=m.null, what=m.what, key=m.key,
-                                    **(dict(volatile=True) if m.volatile else {}), **(dict(control=m.control) if m.control else {}))
-                            for k, m in self.metrics.items()},
-                   values=self.values, params=self.params, models=self.models,
-                   preset='random' if self.preset_note else 'pretrained', seed=self.seed,
-                   skipped=self.skipped, n_skipped=len(self.skipped),
-                   git_commit=git_commit(), **env, timings=self.timings, wall_time_s=time.time() - self.t0)
+        res = dict(
+            status='finished',
+            experiment=self.experiment,
+            title=self.title,
+            run=self.run_name,
+            date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+            recommendation=rec,
+            answer=answer,
+            metrics={
+                k: dict(
+                    value=m.value,
+                    target=m.target,
+                    verdict=m.verdict,
+                    ci=m.ci,
+                    null=m.null,
+                    what=m.what,
+                    key=m.key,
+                    **(dict(volatile=True) if m.volatile else {}),
+                    **(dict(control=m.control) if m.control else {}),
+                )
+                for k, m in self.metrics.items()
+            },
+            values=self.values,
+            params=self.params,
+            models=self.models,
+            preset='random' if self.preset_note else 'pretrained',
+            seed=self.seed,
+            skipped=self.skipped,
+            n_skipped=len(self.skipped),
+            git_commit=git_commit(),
+            **env,
+            timings=self.timings,
+            wall_time_s=time.time() - self.t0,
+        )
         atomic_write(self.run_dir/'results.json', json.dumps(to_jsonable(res), indent=1))
         _OPEN.discard(self)
         return self.run_dir/'findings.md'
@@ -360,7 +457,8 @@ def stable_results(res: dict) -> dict:
     return out
 
 def diff_results(a, b, rtol: float = 0.0, atol: float = 0.0, _path='') -> list:
-    "Where two results (dicts, or `results.json` paths) differ beyond `rtol`/`atol`: a list of `'path: a != b'` lines (empty: the same)."
+    """Where two results (dicts, or `results.json` paths) differ beyond `rtol`/`atol`: a list of `'path: a != b'`
+    lines (empty: the same)."""
     if not _path: a, b = stable_results(a), stable_results(b)
     if isinstance(a, dict) and isinstance(b, dict):
         out = [f"{_path}/{k}: only in {'first' if k in a else 'second'}" for k in sorted(set(a) ^ set(b), key=str)]

@@ -89,7 +89,8 @@ def check_notebook(nb, params: dict, work, timeout: float | None = None) -> dict
     import papermill as pm
     nb, work = Path(nb), Path(work)
     run_dir = work/nb.stem
-    shutil.rmtree(run_dir, ignore_errors=True); run_dir.mkdir(parents=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
     src = with_peak_cell(nb, work/f'.{nb.stem}.input.ipynb')
     error, rec, t0 = None, None, time.time()
     try:
@@ -103,7 +104,8 @@ def check_notebook(nb, params: dict, work, timeout: float | None = None) -> dict
         res = run_dir/'results.json'
         if not res.exists(): error = 'the notebook ended without writing results.json'
         else:
-            out = json.loads(res.read_text()); rec = out.get('recommendation')
+            out = json.loads(res.read_text())
+            rec = out.get('recommendation')
             problems = run_problems(out)
             if problems: error = 'the run ended, but: ' + '; '.join(problems)
     peak = run_dir/'gpu_peak.json'
@@ -151,18 +153,28 @@ def merge_record(path, entries: list, device: str, commit: str) -> dict:
 def record_markdown(rec: dict) -> str:
     "The record as a markdown table."
     nbs = rec['notebooks']
-    L = [f"# GPU check: every notebook at full size", '',
-         f"Device: {rec['device']}  ", f"Date: {rec['date']}  ", f"Commit of the newest entry: `{rec['commit'][:7]}` (each notebook's own is in its row)  ",
-         f"Passed: {sum(e['passed'] for e in nbs)} of {len(nbs)}", '',
-         '| notebook | parameters | passed | seconds | peak GPU GiB | recommendation | commit | error |',
-         '|---|---|---|---|---|---|---|---|']
+    L = [
+        f"# GPU check: every notebook at full size",
+        '',
+        f"Device: {rec['device']}  ",
+        f"Date: {rec['date']}  ",
+        f"Commit of the newest entry: `{rec['commit'][:7]}` (each notebook's own is in its row)  ",
+        f"Passed: {sum(e['passed'] for e in nbs)} of {len(nbs)}",
+        '',
+        '| notebook | parameters | passed | seconds | peak GPU GiB | recommendation | commit | error |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
     for e in nbs:
         ps = ' '.join(f'{k}={v}' for k, v in e['params'].items())
         err = (e.get('error') or '').replace('|', '/').replace('\n', ' ')[:200]
         L.append(f"| {e['notebook']} | `{ps}` | {'yes' if e['passed'] else '**no**'} | {e['seconds']} | "
                  f"{e['peak_gib'] if e['peak_gib'] is not None else '—'} | {e.get('recommendation') or '—'} | "
                  f"`{str(e.get('commit', ''))[:7]}` | {err} |")
-    L += ['', 'Re-run: `make gpu-check` (or `python -m foresight.gpucheck --part i/3`, each part under 10 minutes).', '']
+    L += [
+        '',
+        'Re-run: `make gpu-check` (or `python -m foresight.gpucheck --part i/3`, each part under 10 minutes).',
+        '',
+    ]
     return '\n'.join(L)
 
 # %% ../nbs/lib/gpucheck.ipynb #f8152257
@@ -171,8 +183,11 @@ def split_parts(names: list, n: int, seconds: dict | None = None) -> list:
     w = [max(float((seconds or {}).get(k) or 1.0), 1.0) for k in names]
     total, parts, acc, cur = sum(w), [], 0.0, []
     for k, x in zip(names, w):
-        cur.append(k); acc += x
-        if acc >= total * (len(parts) + 1) / n and len(parts) < n - 1: parts.append(cur); cur = []
+        cur.append(k)
+        acc += x
+        if acc >= total * (len(parts) + 1) / n and len(parts) < n - 1:
+            parts.append(cur)
+            cur = []
     parts.append(cur)
     return parts + [[] for _ in range(n - len(parts))]
 
@@ -196,7 +211,9 @@ def bad_settings(settings: dict, nbs=None) -> list:
     import papermill as pm
     out = []
     for stem, path in numbered_notebooks(nbs).items():
-        if stem not in settings: out.append(f"{stem}: no full-size settings"); continue
+        if stem not in settings:
+            out.append(f"{stem}: no full-size settings")
+            continue
         known = pm.inspect_notebook(str(path))
         out += [f"{stem}: {k} is not a parameter" for k in settings[stem] if k not in known]
     return out
@@ -241,7 +258,9 @@ def check(only: str = '', part: str = '', cpu: bool = False, out=None, work=None
 def main(argv=None):
     ap = argparse.ArgumentParser(prog='python -m foresight.gpucheck', description=__doc__)
     ap.add_argument('--only', default='', help='comma-separated notebooks (stems or numbers); default all')
-    ap.add_argument('--part', default='', help='i/n: the i-th of n parts (each under 10 minutes on an H100/H200 for n=3)')
+    ap.add_argument(
+        '--part', default='', help='i/n: the i-th of n parts (each under 10 minutes on an H100/H200 for n=3)'
+    )
     ap.add_argument('--cpu', action='store_true', help="the notebooks' tiny defaults instead of the full-size settings")
     ap.add_argument('--resume', action='store_true', help='skip notebooks that already passed at this commit')
     ap.add_argument('--out', default=None, help='folder of the record (default reports/gpu)')

@@ -20,7 +20,8 @@ class ParamError(ValueError):
 class Spec:
     "Base of the parameter specs: `check(name, value)` returns the cleaned value or raises `ParamError`."
     def fail(self, name, value, msg=None):
-        v = repr(value); v = v if len(v) <= 120 else v[:100] + f'… ({len(v)} characters)'
+        v = repr(value)
+        v = v if len(v) <= 120 else v[:100] + f'… ({len(v)} characters)'
         raise ParamError(f"parameter {name}={v} is not allowed: {msg or 'expected ' + self.describe()}")
     def describe(self): return 'a value'
 
@@ -38,7 +39,11 @@ class Int(Spec):
             if isinstance(v, str) and re.fullmatch(r'-?[0-9]{1,30}', v.strip()): v = int(v.strip())
             else: self.fail(name, v)
         v = int(v)
-        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi) or (self.multiple and v % self.multiple):
+        if (
+            (self.lo is not None and v < self.lo)
+            or (self.hi is not None and v > self.hi)
+            or (self.multiple and v % self.multiple)
+        ):
             self.fail(name, v)
         return v
 
@@ -46,7 +51,11 @@ class Float(Spec):
     "A finite number in `[lo, hi]`."
     def __init__(self, lo=None, hi=None): self.lo, self.hi = lo, hi
     def describe(self):
-        return 'a number' + (f' >= {self.lo}' if self.lo is not None else '') + (f' <= {self.hi}' if self.hi is not None else '')
+        return (
+            'a number'
+            + (f' >= {self.lo}' if self.lo is not None else '')
+            + (f' <= {self.hi}' if self.hi is not None else '')
+        )
     def check(self, name, v):
         if isinstance(v, str):
             try: v = float(v)
@@ -91,7 +100,9 @@ class Ints(Spec):
     "A comma-separated list of integers (`'4,8,-1'`), or a list: returned as a tuple."
     def __init__(self, lo=None, hi=None, multiple=None, allow_empty=False):
         self.item, self.allow_empty = Int(lo, hi, multiple), allow_empty
-    def describe(self): return f"a comma-separated list of integers, each {self.item.describe().replace('an integer ', '')}"
+
+    def describe(self):
+        return f"a comma-separated list of integers, each {self.item.describe().replace('an integer ', '')}"
     def check(self, name, v):
         items = [s for s in v.replace(' ', '').split(',') if s != ''] if isinstance(v, str) else \
                 ([v] if isinstance(v, int) and not isinstance(v, bool) else v)
@@ -102,7 +113,9 @@ class Ints(Spec):
 class Strs(Spec):
     "A comma-separated list of strings, each one of `choices` when given."
     def __init__(self, *choices, allow_empty=False): self.choices, self.allow_empty = choices, allow_empty
-    def describe(self): return 'a comma-separated list' + (' of ' + ', '.join(map(repr, self.choices)) if self.choices else '')
+
+    def describe(self):
+        return 'a comma-separated list' + (' of ' + ', '.join(map(repr, self.choices)) if self.choices else '')
     def check(self, name, v):
         items = [s.strip() for s in v.split(',') if s.strip()] if isinstance(v, str) else v
         if not isinstance(items, (list, tuple)) or (not items and not self.allow_empty): self.fail(name, v)
@@ -184,7 +197,8 @@ def check_params(g: dict, before: set, spec: dict) -> dict:
     parameters cell, `spec` maps every parameter to a `Spec`. Returns the cleaned values."""
     known = set(spec)
     names = parameter_cell_names(g, known)
-    if names is None: names = {n for n in g if n not in before and n not in ('In', 'Out', 'exit', 'quit', 'get_ipython')}
+    if names is None:
+        names = {n for n in g if n not in before and n not in ('In', 'Out', 'exit', 'quit', 'get_ipython')}
     unknown = sorted(n for n in names if not n.startswith('_') and n not in known)
     if unknown:
         hints = [f"{n} (did you mean {m[0]}?)" if (m := closest_names(n, known)) else n for n in unknown]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 # %% ../nbs/lib/runs.ipynb #716ac07b
 def project_root(start=None) -> Path:
-    "The repository root: the nearest folder above `start` (default: cwd) holding `settings.ini`, else the installed checkout's."
+    """The repository root: the nearest folder above `start` (default: cwd) holding `settings.ini`, else the
+    installed checkout's."""
     p = Path(start or os.getcwd()).resolve()
     for q in [p, *p.parents] + ([Path(__file__).resolve().parent.parent] if '__file__' in globals() else []):
         if (q/'settings.ini').exists() and (q/'nbs').is_dir(): return q
@@ -60,8 +61,12 @@ def resolve_run_dir(experiment: str, run_dir: str | os.PathLike | None = None, p
         d = (root/d if relative else d).resolve()
         allowed = [root.resolve()] + ([] if relative else [Path(tempfile.gettempdir()).resolve()])
         if not any(a in d.parents for a in allowed):
-            raise ValueError(f"run_dir {str(run_dir)!r} lies outside {root}" + ("" if relative else " (and outside the temp dir)") +
-                             f": pass a folder inside reports/ (a relative path is taken inside it), or leave run_dir empty for a new one")
+            raise ValueError(
+                f"run_dir {str(run_dir)!r} lies outside {root}"
+                + ("" if relative else " (and outside the temp dir)")
+                + ": pass a folder inside reports/ (a relative path is taken inside it), "
+                "or leave run_dir empty for a new one"
+            )
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -69,22 +74,28 @@ def resolve_run_dir(experiment: str, run_dir: str | os.PathLike | None = None, p
 def _umask() -> int:
     "The process's umask, read without changing it where Linux shows it (`os.umask` sets it, racing other threads)."
     try: return int(re.search(r'^Umask:\s*([0-7]+)', Path('/proc/self/status').read_text(), re.M)[1], 8)
-    except (OSError, TypeError): m = os.umask(0o022); os.umask(m); return m
+    except (OSError, TypeError):
+        m = os.umask(0o022)
+        os.umask(m)
+        return m
 
 def atomic_write(path, data: bytes | str) -> Path:
     """Write `data` to `path` through a temporary file and `os.replace`, so readers never see half a file.
     The file gets the usual permissions (`0666` less the umask: readable by the group on a shared machine,
     where `mkstemp` alone would leave it private), and the folder is synced so the rename survives a crash."""
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name + '.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data.encode() if isinstance(data, str) else data)
-            f.flush(); os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        Path(tmp).unlink(missing_ok=True)
+        raise
     try:
         dfd = os.open(path.parent, os.O_RDONLY)
         try: os.fsync(dfd)

@@ -10,7 +10,7 @@ __all__ = ['crc32c', 'event_bytes', 'tfrecord', 'EventWriter', 'tensorboard_writ
            'curves_figure', 'log_curves']
 
 # %% ../nbs/lib/tracking.ipynb #b478913a
-import os, io, sys, time, math, socket, struct, warnings
+import os, sys, time, socket, struct, warnings
 from pathlib import Path
 
 def _crc32c_table():
@@ -50,7 +50,9 @@ def event_bytes(wall_time: float, step: int = 0, scalars: dict | None = None, fi
     b = b'\x09' + struct.pack('<d', wall_time) + b'\x10' + _varint(int(step))
     if file_version: b += _field(3, file_version.encode())
     if scalars:
-        vals = [_field(1, _field(1, str(k).encode()) + b'\x15' + struct.pack('<f', float(v))) for k, v in scalars.items()]
+        vals = [
+            _field(1, _field(1, str(k).encode()) + b'\x15' + struct.pack('<f', float(v))) for k, v in scalars.items()
+        ]
         b += _field(5, b''.join(vals))
     return b
 
@@ -63,11 +65,13 @@ def tfrecord(data: bytes) -> bytes:
 class EventWriter:
     "A minimal TensorBoard event writer (scalars only) for when neither `tensorboard` nor `tensorboardX` is installed."
     def __init__(self, log_dir):
-        self.log_dir = Path(log_dir); self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         name = f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{id(self) % 100000}'
         self.path = self.log_dir/name
         self._f = open(self.path, 'ab')
-        self._f.write(tfrecord(event_bytes(time.time(), 0, file_version='brain.Event:2'))); self._f.flush()
+        self._f.write(tfrecord(event_bytes(time.time(), 0, file_version='brain.Event:2')))
+        self._f.flush()
 
     def add_scalar(self, tag, value, global_step=0, walltime=None):
         self._f.write(tfrecord(event_bytes(walltime or time.time(), global_step, {tag: value})))
@@ -88,20 +92,25 @@ def tensorboard_writer(log_dir, backend: str = 'auto'):
             from torch.utils.tensorboard import SummaryWriter
             return SummaryWriter(log_dir=str(log_dir)), 'torch'
         except ImportError:
-            if backend == 'torch': raise ImportError("backend='torch' needs tensorboard: pip install tensorboard") from None
+            if backend == 'torch':
+                raise ImportError("backend='torch' needs tensorboard: pip install tensorboard") from None
     if backend in ('auto', 'tensorboardX'):
         try:
             from tensorboardX import SummaryWriter
             return SummaryWriter(logdir=str(log_dir)), 'tensorboardX'
         except ImportError:
-            if backend == 'tensorboardX': raise ImportError("backend='tensorboardX' needs: pip install tensorboardX") from None
+            if backend == 'tensorboardX':
+                raise ImportError("backend='tensorboardX' needs: pip install tensorboardX") from None
     return EventWriter(log_dir), 'builtin'
 
 def read_scalars(log_dir) -> dict:
     "`{tag: [(step, value), ...]}` from the event files in `log_dir`, read with TensorBoard's own `EventAccumulator`."
-    try: from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    except ImportError: raise ImportError("read_scalars reads events with TensorBoard: pip install tensorboard") from None
-    acc = EventAccumulator(str(log_dir), size_guidance={'scalars': 0}); acc.Reload()
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        raise ImportError("read_scalars reads events with TensorBoard: pip install tensorboard") from None
+    acc = EventAccumulator(str(log_dir), size_guidance={'scalars': 0})
+    acc.Reload()
     return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()['scalars']}
 
 # %% ../nbs/lib/tracking.ipynb #5ac25210
@@ -116,7 +125,9 @@ def wandb_run(name: str, run_dir=None, config: dict | None = None, group: str | 
     if not project: return None
     try: import wandb
     except ImportError:
-        warnings.warn('WANDB_PROJECT is set but wandb is not installed (pip install wandb): logging to TensorBoard only')
+        warnings.warn(
+            'WANDB_PROJECT is set but wandb is not installed (pip install wandb): logging to TensorBoard only'
+        )
         return None
     mode = os.environ.get('WANDB_MODE') or ('online' if _online() else 'offline')
     kw = dict(project=project, name=name, group=group, config=dict(config or {}), mode=mode,
@@ -128,7 +139,8 @@ def wandb_run(name: str, run_dir=None, config: dict | None = None, group: str | 
             kw['reinit'] = True     # older wandb: reinit is a bool
             err = e
         except Exception as e:
-            err = e; break
+            err = e
+            break
     warnings.warn(f'wandb.init failed ({type(err).__name__}: {err}): logging to TensorBoard only')
     return None
 
@@ -158,7 +170,8 @@ class TrainLog:
         return self.pbar
 
     def _throughput(self, step):
-        now = time.perf_counter(); out = {}
+        now = time.perf_counter()
+        out = {}
         if self._last is not None and step > self._last[0] and now > self._last[1]:
             sps = (step - self._last[0]) / (now - self._last[1])
             out['throughput/steps_per_s'] = sps
@@ -175,7 +188,9 @@ class TrainLog:
             if self.writer is not None: self.writer.add_scalar(k, v, int(step))
         if self.wandb is not None:
             try: self.wandb.log(vals, step=int(step))
-            except Exception as e: warnings.warn(f'wandb.log failed ({e}): W&B logging stops'); self.wandb = None
+            except Exception as e:
+                warnings.warn(f'wandb.log failed ({e}): W&B logging stops')
+                self.wandb = None
         if self.pbar is not None:
             shown = {k: f'{v:.4g}' for k, v in vals.items() if _group(k) == 'loss'}
             if shown: self.pbar.set_postfix(shown, refresh=False)
@@ -184,19 +199,26 @@ class TrainLog:
     def curves(self) -> dict:
         "`{tag: (steps, values)}` of everything logged so far."
         out = {}
-        for s, k, v in self.history: out.setdefault(k, ([], []))[0].append(s); out[k][1].append(v)
+        for s, k, v in self.history:
+            out.setdefault(k, ([], []))[0].append(s)
+            out[k][1].append(v)
         return out
 
     def figure(self, findings=None, caption: str = ''):
         "The curves as a matplotlib figure; given a `Findings`, it is saved into the report as `curves_<name>`."
         fig = curves_figure({self.name: self})
         if findings is not None:
-            findings.figure(fig, f'curves_{self.name}', caption or f'Training curves of {self.name} (TensorBoard: `{self.log_dir.relative_to(self.run_dir)}`)')
+            findings.figure(
+                fig,
+                f'curves_{self.name}',
+                caption or f'Training curves of {self.name} (TensorBoard: `{self.log_dir.relative_to(self.run_dir)}`)',
+            )
         return fig
 
     def replay(self, rows, step: str | None = 'step'):
-        """Log a loop's history after the fact: `rows` is a list of dicts (as `fit_probe`, `train_queries` or an adapter's
-        `.history` return); each row's numbers go in at `row[step]` (the row's index when `step` is None or missing)."""
+        """Log a loop's history after the fact: `rows` is a list of dicts (as `fit_probe`, `train_queries` or an
+        adapter's `.history` return); each row's numbers go in at `row[step]` (the row's index when `step` is None
+        or missing)."""
         for i, r in enumerate(rows):
             s = r.get(step, i) if step else i
             vals = {k: v for k, v in r.items() if k != step and isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -208,7 +230,9 @@ class TrainLog:
 
     def close(self):
         "Flush and close the event file, the progress bar and the W&B run."
-        if self.writer is not None: self.writer.flush(); self.writer.close()
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
         if self.pbar is not None: self.pbar.close()
         if self.wandb is not None:
             try: self.wandb.finish()
@@ -229,14 +253,17 @@ def curves_figure(logs: dict):
     fig, axes = plt.subplots(1, max(1, len(order)), figsize=(4 * max(1, len(order)), 3), squeeze=False)
     for ax, g in zip(axes[0], order):
         for label, s, v in panels[g]: ax.plot(s, v, marker='.' if len(s) < 30 else None, label=label)
-        ax.set_title(g); ax.set_xlabel('step'); ax.legend(fontsize=7)
+        ax.set_title(g)
+        ax.set_xlabel('step')
+        ax.legend(fontsize=7)
         if g == 'loss' and all(x > 0 for _, _, v in panels[g] for x in v): ax.set_yscale('log')
     fig.tight_layout()
     return fig
 
 # %% ../nbs/lib/tracking.ipynb #f09d8a8e
 def log_curves(findings, name: str, rows, step: str | None = 'step', config: dict | None = None) -> TrainLog:
-    "Replay a finished loop's history `rows` into `findings.run_dir/tensorboard/<name>` and the report (`curves_<name>`)."
+    """Replay a finished loop's history `rows` into `findings.run_dir/tensorboard/<name>` and the report
+    (`curves_<name>`)."""
     log = TrainLog(findings.run_dir, name, config=config)
     log.replay(rows, step=step)
     log.close()
