@@ -18,9 +18,8 @@ import numpy as np, torch, torch.nn.functional as F
 def as_image_batch(frames, device=None) -> torch.Tensor:
     "`uint8` frames `(T, H, W, 3)` (or one `(H, W, 3)` image) → a float batch `(T, 3, H, W)` in `[0, 1]`."
     a = np.asarray(frames)
-    x = torch.from_numpy(
-        a if a.flags.writeable and a.flags.c_contiguous else np.array(a)
-    )  # a read-only or strided view is copied
+    # a read-only or strided view is copied
+    x = torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else np.array(a))
     if x.ndim == 3: x = x[None]
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"as_image_batch: expected uint8 frames (T, H, W, 3), got shape {tuple(x.shape)}")

@@ -91,10 +91,11 @@ def wilcoxon(a, b=None, alternative: str = 'two-sided', method: str = 'auto') ->
     if method == 'exact':
         pmf = wilcoxon_null_pmf(n)
         cdf = np.cumsum(pmf)
+        # P(W+ <= w), P(W+ >= w)
         lo, hi = (
             float(cdf[int(math.ceil(w))]),
             float(1 - (cdf[int(math.floor(w)) - 1] if w >= 1 else 0.0)),
-        )  # P(W+ <= w), P(W+ >= w)
+        )
         p = {'less': lo, 'greater': hi, 'two-sided': min(1.0, 2 * min(lo, hi))}[alternative]
     else: p = _p_from(_ss.norm(), z, alternative)
     return dict(w_plus=w, p=float(p), n=n, method=method, z=float(z))

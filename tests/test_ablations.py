@@ -91,9 +91,8 @@ def test_sweep_of_two_by_two_with_one_failing_point(tmp_path):
     stamps = {r['run']: (tmp_path/r['run']/'results.json').stat().st_mtime_ns for r in out['results']}
     again = sweep('toy', grid, root=tmp_path/'reports', nbs=nbs, name='grid')
     assert (len(again['results']), len(again['failures'])) == (3, 1)
-    assert all(
-        (tmp_path / r['run'] / 'results.json').stat().st_mtime_ns == stamps[r['run']] for r in again['results']
-    )  # skipped
+    # skipped
+    assert all((tmp_path / r['run'] / 'results.json').stat().st_mtime_ns == stamps[r['run']] for r in again['results'])
     agg = aggregate(
         {
             'data': (
@@ -160,6 +159,7 @@ def test_c1_decision_in_foresight_report(tmp_path):
     )
     idx = report(tmp_path).read_text()
     assert '## C1 decision (go/no-go)' in idx and '**PIVOT**' in idx and 'not beyond its random-weights control' in idx
+    # a newer run that beats its control
     _results(
         tmp_path,
         'e1_5_reconstruction',
@@ -167,5 +167,5 @@ def test_c1_decision_in_foresight_report(tmp_path):
         {'LPIPS (latent/query)': dict(value=0.2, key=True, target='< 0.3', verdict='PASS', control=ctl(-0.5, -0.3))},
         dict(quality=dict(SSIM=0.9, PSNR=27.0)),
         date='2026-02-01T00:00:00',
-    )                                               # a newer run that beats its control
+    )
     assert '**PROCEED**' in report(tmp_path).read_text()
