@@ -13,7 +13,11 @@ __all__ = ['ABLATIONS', 'TOY_PARAMS', 'TOY_CODE', 'parse_grid', 'parse_params', 
 # %% ../nbs/06_e1_6_ablations.ipynb #e5385e3c
 import ast, json, re
 from pathlib import Path
+from typing import TYPE_CHECKING
 import numpy as np
+if TYPE_CHECKING:   # annotations only: pandas and matplotlib load when a function needs them
+    import pandas as pd
+    import matplotlib.pyplot as plt
 
 # %% ../nbs/06_e1_6_ablations.ipynb #0d4d14da
 ABLATIONS = {
@@ -63,13 +67,13 @@ def parse_params(spec: str) -> dict:
     )
 
 # %% ../nbs/06_e1_6_ablations.ipynb #74781f64
-def notebook_defaults(experiment: str, nbs=None) -> dict:
+def notebook_defaults(experiment: str, nbs: str | Path | None = None) -> dict:
     "The defaults of an experiment notebook's `parameters` cell, as Python values."
     from foresight.cli import resolve_experiment, notebook_params
     _, nb = resolve_experiment(experiment, nbs)
     return {k: _value(str(p['default'])) for k, p in notebook_params(nb).items()}
 
-def ablation_points(factor: str, values, base: dict) -> dict:
+def ablation_points(factor: str, values: list, base: dict) -> dict:
     """The sweep grid of one ablation: the factor's parameter over `values`, every other factor of the same notebook
     fixed at `base`."""
     a = ABLATIONS[factor]
@@ -114,7 +118,7 @@ def split_quality(res: dict, seed: int = 0) -> dict:
     }
 
 # %% ../nbs/06_e1_6_ablations.ipynb #31633aff
-def aggregate(sweeps: dict):
+def aggregate(sweeps: dict) -> pd.DataFrame:
     """One row per (ablation, value) from `{factor: (values, sweep output)}`: quality, CI, target, the run folder,
     or the error of a failed point."""
     import pandas as pd
@@ -172,7 +176,8 @@ def _cost_rank(factor, v):
         except (TypeError, ValueError): return 0
     return c.index(v) if v in c else len(c)
 
-def recommend(df, tolerance: float = 0.01, select: str = 'select_LPIPS', report: str = 'report_LPIPS') -> dict:
+def recommend(df: pd.DataFrame, tolerance: float = 0.01, select: str = 'select_LPIPS',
+              report: str = 'report_LPIPS') -> dict:
     """`{ablation: {'value', 'LPIPS', 'best_value', 'best_LPIPS', 'why', 'unseen'}}` from the aggregated table (failed
     points ignored). The setting is chosen on column `select` and its `LPIPS` read from column `report` (another half of
     the held-out data), so the reported figure is not the one that chose it. Where a run has no per-item values (either
@@ -217,7 +222,7 @@ def width_for(n: float, shape: str = 'query', **kw) -> int:
     return hi * 8
 
 # %% ../nbs/06_e1_6_ablations.ipynb #3d85e14f
-def plot_ablations(df, targets: dict | None = None):
+def plot_ablations(df: pd.DataFrame, targets: dict | None = None) -> plt.Figure:
     "One panel per ablation: LPIPS (with its CI) against the factor's values; failed points marked on the axis."
     import matplotlib.pyplot as plt
     facs = list(dict.fromkeys(df.ablation))
@@ -248,7 +253,7 @@ f = Findings("toy", "Toy", "Does the sweep survive a failing point?", dict(a=a, 
 f.metric("held-out LPIPS", 0.1 * a + (0.05 if b == "y" else 0.0), "< 0.5", "planted quality", ci=(0.0, 1.0))
 f.write("planted")"""
 
-def toy_project(root) -> Path:
+def toy_project(root: str | Path) -> Path:
     """A throwaway project folder whose `nbs/` holds one experiment notebook `01_toy` (for testing sweeps); returns
     its `nbs`."""
     import nbformat

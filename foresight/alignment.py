@@ -6,31 +6,39 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['METRICS', 'ID_METHODS', 'RSA_METHODS', 'RECALL_MIN_N', 'layer_label', 'as_matrix', 'as_pair', 'permutations',
-           'group_codes', 'group_halves', 'half_sample_interval', 'group_folds', 'split_groups', 'distance_blocks',
-           'rdm', 'knn_search', 'rankdata', 'pearson', 'spearman', 'kendall', 'boot_interval', 'mle_intrinsic_dim',
-           'twonn_intrinsic_dim', 'pca_spectrum', 'pca_dim', 'intrinsic_dim', 'intrinsic_dims', 'kfold_indices',
-           'RidgeFold', 'heldout_predictions', 'r2_score', 'linear_probe_r2', 'r2_resampler', 'boot_values',
-           'rowwise_cosine', 'probe_stats', 'rsa', 'mantel_test', 'rsa_ci', 'knn_recall', 'recall_chance',
-           'chance_corrected', 'jaccard_baseline', 'full_distances', 'neighbourhood_metrics', 'linear_cka', 'cka_stats',
-           'cka_resampler', 'rsa_resampler', 'recall_resampler', 'paired_difference', 'choose_layer',
-           'criterion_verdict', 'recommend']
+__all__ = ['Matrix', 'Device', 'Groups', 'METRICS', 'ID_METHODS', 'RSA_METHODS', 'RECALL_MIN_N', 'layer_label', 'as_matrix',
+           'as_pair', 'permutations', 'group_codes', 'group_halves', 'half_sample_interval', 'group_folds',
+           'split_groups', 'distance_blocks', 'rdm', 'knn_search', 'rankdata', 'pearson', 'spearman', 'kendall',
+           'boot_interval', 'mle_intrinsic_dim', 'twonn_intrinsic_dim', 'pca_spectrum', 'pca_dim', 'intrinsic_dim',
+           'intrinsic_dims', 'kfold_indices', 'RidgeFold', 'heldout_predictions', 'r2_score', 'linear_probe_r2',
+           'r2_resampler', 'boot_values', 'rowwise_cosine', 'probe_stats', 'rsa', 'mantel_test', 'rsa_ci', 'knn_recall',
+           'recall_chance', 'chance_corrected', 'jaccard_baseline', 'full_distances', 'neighbourhood_metrics',
+           'linear_cka', 'cka_stats', 'cka_resampler', 'rsa_resampler', 'recall_resampler', 'paired_difference',
+           'choose_layer', 'criterion_verdict', 'recommend']
 
 # %% ../nbs/07_q1_alignment.ipynb #830276c3
 import math, functools
 import numpy as np, torch, torch.nn.functional as F
+from numpy.typing import ArrayLike
+from typing import Callable, Iterator, Sequence
 from .layers import parse_layer
 from .runtime import default_device as _device
 
+Matrix = np.ndarray | torch.Tensor | list    # an (n, d) matrix: one row per sample
+Device = str | torch.device
+Groups = Sequence                            # one source label per sample
+
 # %% ../nbs/07_q1_alignment.ipynb #9176edb2
-def layer_label(layer) -> str:
+def layer_label(layer: str | int) -> str:
     """A layer's name in tables and figures: `'LLM 4'` for `llm:4`, `'block 24'` for a vision block, else the merge
     point."""
     l = parse_layer(layer)
     return f'LLM {l.index}' if l.is_llm else f'block {l.index}' if l.kind == 'block' else l.kind
 
 # %% ../nbs/07_q1_alignment.ipynb #1f4913d3
-def as_matrix(X, name: str = 'X', device=None, dtype=torch.float64) -> torch.Tensor:
+def as_matrix(
+    X: Matrix, name: str = 'X', device: Device | None = None, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """`X` (numpy array, tensor or nested list) as an `(n, d)` float64 tensor on `device` (default: CUDA
     when available, else CPU); a clear error for other shapes, fewer than 2 rows, or NaN/Inf."""
     t = X.detach() if torch.is_tensor(X) else torch.as_tensor(np.asarray(X, dtype=np.float64))
@@ -43,7 +51,7 @@ def as_matrix(X, name: str = 'X', device=None, dtype=torch.float64) -> torch.Ten
         raise ValueError(f"{name}: holds NaN or Inf values; drop or fix those samples first")
     return t
 
-def as_pair(X, Y, device=None) -> tuple:
+def as_pair(X: Matrix, Y: Matrix, device: Device | None = None) -> tuple:
     "`X`, `Y` as matrices with the same number of rows (row i of `X` pairs with row i of `Y`)."
     X, Y = as_matrix(X, 'X', device), as_matrix(Y, 'Y', device)
     if len(X) != len(Y):
@@ -58,14 +66,14 @@ def _rows_per_block(n: int, budget: int = 2 ** 24) -> int:
 def _gen(seed):
     return torch.Generator(device='cpu').manual_seed(int(seed))
 
-def permutations(n: int, n_perm: int, seed: int = 0, device=None) -> torch.Tensor:
+def permutations(n: int, n_perm: int, seed: int = 0, device: Device | None = None) -> torch.Tensor:
     "`(n_perm, n)` seeded random permutations of `range(n)`."
     g = _gen(seed)
     return torch.stack([torch.randperm(n, generator=g) for _ in range(n_perm)]).to(_device(device)) if n_perm else \
         torch.zeros(0, n, dtype=torch.long, device=_device(device))
 
 # %% ../nbs/07_q1_alignment.ipynb #a2615c5f
-def group_codes(groups, n: int | None = None) -> torch.Tensor:
+def group_codes(groups: Groups, n: int | None = None) -> torch.Tensor:
     """Integer codes `0..G-1` (CPU, long) for per-row source labels: rows showing the same source content
     (twin clips, windows of one video) share a code. `None` gives every one of `n` rows its own code."""
     if groups is None:
@@ -78,7 +86,7 @@ def group_codes(groups, n: int | None = None) -> torch.Tensor:
     code = {}
     return torch.tensor([code.setdefault(g, len(code)) for g in groups], dtype=torch.long)
 
-def group_halves(groups, n_sub: int, seed: int = 0) -> list:
+def group_halves(groups: Groups, n_sub: int, seed: int = 0) -> list:
     """`n_sub` random half-samples by source: each keeps every row of `G // 2` of the G source groups,
     drawn without replacement; a list of row-index tensors (CPU). No row is ever copied, so no copy can
     pose as a neighbour, a pair or a fold-mate of itself."""
@@ -88,7 +96,7 @@ def group_halves(groups, n_sub: int, seed: int = 0) -> list:
     gen = _gen(seed)
     return [torch.nonzero(torch.isin(g, torch.randperm(G, generator=gen)[:G // 2]))[:, 0] for _ in range(n_sub)]
 
-def half_sample_interval(reps, estimate: float, G: int, level: float = 0.95) -> tuple:
+def half_sample_interval(reps: ArrayLike, estimate: float, G: int, level: float = 0.95) -> tuple:
     """A `level` interval from half-sample replicates of a statistic (`G` source groups, `G // 2` in each):
     the delete-d jackknife variance `m/(G-m) · Var(reps)` (Shao & Wu 1989; valid for non-smooth
     statistics such as neighbour overlaps), normal, around `estimate`. A plain bootstrap would copy rows,
@@ -101,7 +109,7 @@ def half_sample_interval(reps, estimate: float, G: int, level: float = 0.95) -> 
     h = float(norm.ppf((1 + level) / 2)) * math.sqrt(m / (G - m)) * float(r.std())
     return (estimate - h, estimate + h)
 
-def group_folds(groups, folds: int = 5, seed: int = 0) -> list:
+def group_folds(groups: Groups, folds: int = 5, seed: int = 0) -> list:
     """`folds` disjoint sorted test-index sets covering every row, whole groups at a time: a source never
     sits on both sides of a train/test split."""
     g = group_codes(groups)
@@ -112,7 +120,7 @@ def group_folds(groups, folds: int = 5, seed: int = 0) -> list:
     fold_of[order] = torch.arange(G) % folds
     return [torch.nonzero(fold_of[g] == f)[:, 0] for f in range(folds)]
 
-def split_groups(groups, seed: int = 0) -> tuple:
+def split_groups(groups: Groups, seed: int = 0) -> tuple:
     """Two disjoint row-index sets `(select, report)`, about half the source groups each: choose on one,
     report on the other."""
     g = group_codes(groups)
@@ -125,7 +133,7 @@ def split_groups(groups, seed: int = 0) -> tuple:
 # %% ../nbs/07_q1_alignment.ipynb #c788d919
 METRICS = ('euclidean', 'cosine')
 
-def distance_blocks(X: torch.Tensor, metric: str = 'euclidean', budget: int = 2 ** 24):
+def distance_blocks(X: torch.Tensor, metric: str = 'euclidean', budget: int = 2 ** 24) -> Iterator[tuple]:
     """Yield `(start, block)`: rows `start:start+len(block)` of the `(n, n)` distance matrix of `X`
     (Euclidean or cosine distance), one block of about `budget` elements at a time."""
     if metric not in METRICS: raise ValueError(f"metric={metric!r}: use one of {', '.join(METRICS)}")
@@ -142,7 +150,7 @@ def distance_blocks(X: torch.Tensor, metric: str = 'euclidean', budget: int = 2 
         D[torch.arange(len(D)), torch.arange(s, s + len(D))] = 0
         yield s, D
 
-def rdm(X, metric: str = 'euclidean', device=None) -> torch.Tensor:
+def rdm(X: Matrix, metric: str = 'euclidean', device: Device | None = None) -> torch.Tensor:
     """The representational dissimilarity matrix in condensed form: the `n(n-1)/2` distances above the
     diagonal in `scipy.spatial.distance.pdist` order, computed in row blocks."""
     X = as_matrix(X, device=device)
@@ -152,7 +160,9 @@ def rdm(X, metric: str = 'euclidean', device=None) -> torch.Tensor:
         out.append(D[torch.arange(D.shape[1], device=D.device)[None] > rows[:, None]])
     return torch.cat(out)
 
-def knn_search(X, k: int, metric: str = 'cosine', device=None, groups=None) -> tuple:
+def knn_search(
+    X: Matrix, k: int, metric: str = 'cosine', device: Device | None = None, groups: Groups | None = None
+) -> tuple:
     """`(distances, indices)`, both `(n, k)`: each sample's `k` nearest other samples, nearest first.
     With `groups` (one source label per row) a sample's neighbours come only from other sources, so a
     twin clip or a copy of the same footage is never its neighbour."""
@@ -186,10 +196,10 @@ def _standardise(v: torch.Tensor) -> torch.Tensor:
     n = v.norm()
     return v / n if n > 0 else v
 
-def pearson(a, b) -> float: return float((_standardise(a) * _standardise(b)).sum())
-def spearman(a, b) -> float: return pearson(rankdata(a), rankdata(b))
+def pearson(a: ArrayLike, b: ArrayLike) -> float: return float((_standardise(a) * _standardise(b)).sum())
+def spearman(a: ArrayLike, b: ArrayLike) -> float: return pearson(rankdata(a), rankdata(b))
 
-def kendall(a, b, max_pairs: int = 2_000_000, seed: int = 0) -> float:
+def kendall(a: ArrayLike, b: ArrayLike, max_pairs: int = 2_000_000, seed: int = 0) -> float:
     "Kendall's τ-b; above `max_pairs` entries, on a seeded random subsample of them."
     from scipy.stats import kendalltau
     a, b = a.detach().cpu().numpy(), b.detach().cpu().numpy()
@@ -225,7 +235,7 @@ def boot_interval(boots: torch.Tensor, estimate: float, level: float = 0.95) -> 
     return (float(q[0]), float(q[1]))
 
 # %% ../nbs/07_q1_alignment.ipynb #57987969
-def mle_intrinsic_dim(X, k1: int = 10, k2: int = 20, device=None) -> float:
+def mle_intrinsic_dim(X: Matrix, k1: int = 10, k2: int = 20, device: Device | None = None) -> float:
     """Levina–Bickel MLE of intrinsic dimension averaged over `k = k1..k2`; for each k the per-point
     inverse estimates are averaged before inverting (MacKay & Ghahramani). Duplicate rows are dropped."""
     X = torch.unique(as_matrix(X, device=device), dim=0)
@@ -240,7 +250,7 @@ def mle_intrinsic_dim(X, k1: int = 10, k2: int = 20, device=None) -> float:
     inv = [(logd[:, k - 1:k] - logd[:, :k - 1]).sum(1).mean() / (k - 1) for k in range(k1, k2 + 1)]
     return float((1 / torch.stack(inv)).mean())
 
-def twonn_intrinsic_dim(X, discard: float = 0.1, device=None) -> float:
+def twonn_intrinsic_dim(X: Matrix, discard: float = 0.1, device: Device | None = None) -> float:
     """TwoNN (Facco et al. 2017): the slope through the origin of `-log(1 - F(μ))` on `log μ`,
     `μ = r₂ / r₁`, after discarding the largest `discard` fraction of μ. Duplicate rows are dropped."""
     X = torch.unique(as_matrix(X, device=device), dim=0)
@@ -253,14 +263,14 @@ def twonn_intrinsic_dim(X, discard: float = 0.1, device=None) -> float:
     y = -torch.log1p(-torch.arange(1, keep + 1, device=mu.device, dtype=mu.dtype) / n)
     return float((x * y).sum() / (x * x).sum())
 
-def pca_spectrum(X, device=None) -> torch.Tensor:
+def pca_spectrum(X: Matrix, device: Device | None = None) -> torch.Tensor:
     "Variances along the principal axes of `X`, largest first (from the smaller Gram matrix)."
     X = as_matrix(X, device=device)
     X = X - X.mean(0)
     G = X.T @ X if X.shape[1] <= X.shape[0] else X @ X.T
     return torch.linalg.eigvalsh(G).flip(0).clamp_min(0) / (len(X) - 1)
 
-def pca_dim(X, var: float = 0.95, device=None) -> int:
+def pca_dim(X: Matrix, var: float = 0.95, device: Device | None = None) -> int:
     "How many principal components explain a fraction `var` of the variance (at most n-1 for n samples)."
     if not 0 < var <= 1: raise ValueError(f"var={var}: a fraction of variance in (0, 1], e.g. 0.95")
     ev = pca_spectrum(X, device)
@@ -269,14 +279,14 @@ def pca_dim(X, var: float = 0.95, device=None) -> int:
 
 ID_METHODS = ('mle', 'twonn', 'pca95')
 
-def intrinsic_dim(X, method: str = 'mle', **kw) -> float:
+def intrinsic_dim(X: Matrix, method: str = 'mle', **kw) -> float:
     "Intrinsic dimension of `(n, d)` data by `mle` (Levina–Bickel, inverse-averaged), `twonn` (Facco) or `pca95`."
     if method == 'mle': return mle_intrinsic_dim(X, **kw)
     if method == 'twonn': return twonn_intrinsic_dim(X, **kw)
     if method == 'pca95': return float(pca_dim(X, 0.95, **kw))
     raise ValueError(f"method={method!r}: use one of {', '.join(ID_METHODS)}")
 
-def intrinsic_dims(X, k1: int = 10, k2: int = 20, device=None) -> dict:
+def intrinsic_dims(X: Matrix, k1: int = 10, k2: int = 20, device: Device | None = None) -> dict:
     "All three estimates plus the ambient width and sample count; MLE's k range shrinks to fit small n."
     X = as_matrix(X, device=device)
     nu = len(torch.unique(X, dim=0))
@@ -332,8 +342,17 @@ def _train_index(test, n):
     m[test] = False
     return m.nonzero()[:, 0]
 
-def heldout_predictions(X, Y, folds: int = 5, seed: int = 0, alphas=None, cv: str = 'gcv', device=None, _svds=None,
-                        groups=None) -> dict:
+def heldout_predictions(
+    X: Matrix,
+    Y: Matrix,
+    folds: int = 5,
+    seed: int = 0,
+    alphas: Sequence[float] | None = None,
+    cv: str = 'gcv',
+    device: Device | None = None,
+    _svds: dict | None = None,
+    groups: Groups | None = None,
+) -> dict:
     """Out-of-fold ridge predictions of `Y` from `X`: `pred`; `base`, each sample's training-fold mean
     target (the prediction that knows nothing); the chosen `alphas`; the folds' SVDs (`svds`, reusable
     for other targets). With `groups`, folds hold whole source groups (no twin on both sides)."""
@@ -349,19 +368,29 @@ def heldout_predictions(X, Y, folds: int = 5, seed: int = 0, alphas=None, cv: st
         used.append(a)
     return dict(pred=P, base=base, alphas=used, svds=svds)
 
-def r2_score(Y, P) -> float:
+def r2_score(Y: Matrix, P: Matrix) -> float:
     "R² of predictions `P` for `Y`, all dimensions pooled (variance-weighted): `1 - SSE / SST`."
     Y, P = torch.as_tensor(Y), torch.as_tensor(P)
     return float(1 - (Y - P).square().sum() / (Y - Y.mean(0)).square().sum())
 
-def linear_probe_r2(X, Y, folds: int = 5, seed: int = 0, device=None, groups=None) -> float:
+def linear_probe_r2(
+    X: Matrix, Y: Matrix, folds: int = 5, seed: int = 0, device: Device | None = None, groups: Groups | None = None
+) -> float:
     """Held-out R² of a ridge map `X → Y` (alpha by cross-validation inside the training folds; k-fold
     out-of-fold predictions, whole source groups per fold; all target dimensions pooled). Never in-sample."""
     X, Y = as_pair(X, Y, device)
     return r2_score(Y, heldout_predictions(X, Y, folds, seed, groups=groups)['pred'])
 
 # %% ../nbs/07_q1_alignment.ipynb #386cc70a
-def r2_resampler(X, Y, groups=None, folds: int = 5, seed: int = 0, cv: str = 'gcv', device=None):
+def r2_resampler(
+    X: Matrix,
+    Y: Matrix,
+    groups: Groups | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    cv: str = 'gcv',
+    device: Device | None = None,
+) -> Callable:
     """`stat(idx)`: the held-out R² of `X → Y` refitted from scratch on the rows `idx` (a resample): folds,
     alphas and maps are all redone, with whole source groups per fold (copies of a row never straddle a
     split). Fixed maps and fixed folds would leave their own variability out of a bootstrap interval."""
@@ -375,16 +404,26 @@ def r2_resampler(X, Y, groups=None, folds: int = 5, seed: int = 0, cv: str = 'gc
         return r2_score(Y[d], heldout_predictions(X[d], Y[d], k, seed, cv=cv, device=X.device, groups=gi)['pred'])
     return stat
 
-def boot_values(stat, resamples) -> torch.Tensor:
+def boot_values(stat: Callable, resamples: torch.Tensor) -> torch.Tensor:
     "`stat(idx)` for every resample, as a float64 tensor."
     return torch.tensor([stat(i) for i in resamples], dtype=torch.float64)
 
-def rowwise_cosine(A, B) -> torch.Tensor:
+def rowwise_cosine(A: Matrix, B: Matrix) -> torch.Tensor:
     "Cosine similarity of `A[i]` and `B[i]`, for every row."
     return F.cosine_similarity(A, B, dim=1, eps=1e-12)
 
-def probe_stats(X, Y, folds: int = 5, n_shuffle: int = 20, n_boot: int = 200, level: float = 0.95, seed: int = 0,
-                cv: str = 'gcv', device=None, groups=None) -> dict:
+def probe_stats(
+    X: Matrix,
+    Y: Matrix,
+    folds: int = 5,
+    n_shuffle: int = 20,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    cv: str = 'gcv',
+    device: Device | None = None,
+    groups: Groups | None = None,
+) -> dict:
     """The linear map `X → Y` in full: held-out `r2` with a `ci` that refits the whole cross-validation
     inside each of `n_boot` half-samples of source groups (`half_sample_interval`); the shuffled-pairing baseline
     (`null_mean`, `null_sd`, `p`), `improvement = r2 - null_mean` and `ratio = r2 / null_mean` (the
@@ -425,7 +464,9 @@ def _rdm_correlation(a, b, method, seed=0):
     if method == 'kendall': return kendall(a, b, seed=seed)
     raise ValueError(f"method={method!r}: use one of {', '.join(RSA_METHODS)}")
 
-def rsa(X, Y, method: str = 'spearman', metric: str = 'euclidean', device=None) -> float:
+def rsa(
+    X: Matrix, Y: Matrix, method: str = 'spearman', metric: str = 'euclidean', device: Device | None = None
+) -> float:
     """Representational similarity: the correlation (`spearman`, `pearson` or `kendall` τ-b) between the
     two spaces' RDMs (`euclidean` or `cosine` distances over all n(n-1)/2 pairs of samples)."""
     if method not in RSA_METHODS: raise ValueError(f"method={method!r}: use one of {', '.join(RSA_METHODS)}")
@@ -440,8 +481,15 @@ def _square(v: torch.Tensor, n: int) -> torch.Tensor:
     M[j, i] = v
     return M
 
-def mantel_test(X, Y, method: str = 'spearman', metric: str = 'euclidean', n_perm: int = 999, seed: int = 0,
-                device=None) -> dict:
+def mantel_test(
+    X: Matrix,
+    Y: Matrix,
+    method: str = 'spearman',
+    metric: str = 'euclidean',
+    n_perm: int = 999,
+    seed: int = 0,
+    device: Device | None = None,
+) -> dict:
     """Mantel permutation test of the RDM correlation (`spearman` or `pearson`): Y's samples are permuted
     `n_perm` times. `r`, one-sided `p = (1 + #{r_π >= r}) / (1 + n_perm)`, the null's mean and sd, and
     `n_pairs`, the number of pairwise comparisons in each RDM."""
@@ -457,8 +505,16 @@ def mantel_test(X, Y, method: str = 'spearman', metric: str = 'euclidean', n_per
     return dict(r=r, p=(1 + int((null >= r - 1e-12).sum())) / (1 + n_perm), null_mean=float(null.mean()),
                 null_sd=float(null.std()) if n_perm > 1 else float('nan'), n_perm=n_perm, n_pairs=n * (n - 1) // 2)
 
-def rsa_ci(X, Y, method: str = 'spearman', metric: str = 'euclidean', n_boot: int = 200, level: float = 0.95,
-           seed: int = 0, device=None) -> tuple:
+def rsa_ci(
+    X: Matrix,
+    Y: Matrix,
+    method: str = 'spearman',
+    metric: str = 'euclidean',
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    device: Device | None = None,
+) -> tuple:
     """A bootstrap CI of the RDM correlation, resampling samples: a resample's RDM keeps only pairs of
     distinct original samples (a copy paired with itself is no comparison)."""
     X, Y = as_pair(X, Y, device)
@@ -482,7 +538,14 @@ def _overlap(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         [(A[s : s + step, :, None] == B[s : s + step, None, :]).any(-1).sum(-1) for s in range(0, len(A), step)]
     )
 
-def knn_recall(X, Y, k: int = 10, metric: str = 'cosine', device=None, groups=None) -> float:
+def knn_recall(
+    X: Matrix,
+    Y: Matrix,
+    k: int = 10,
+    metric: str = 'cosine',
+    device: Device | None = None,
+    groups: Groups | None = None,
+) -> float:
     """Mean share of each sample's k nearest neighbours in `X` that are also among its k nearest in `Y`:
     1 for identical neighbourhoods, about k/(n-1) for unrelated spaces (neighbours from other sources only
     when `groups` is given)."""
@@ -495,7 +558,7 @@ def recall_chance(n: int, k: int = 10) -> float:
     "Recall@k of unrelated spaces: `k / (n - 1)` (15.9 % for k = 10 at n = 64, 2.2 % at n = 450)."
     return k / (n - 1)
 
-def chance_corrected(value, chance):
+def chance_corrected(value: float, chance: float) -> float:
     "`(value - chance) / (1 - chance)`: 0 at chance, 1 at perfect agreement (Cohen's kappa form)."
     return (value - chance) / (1 - chance)
 
@@ -509,7 +572,7 @@ def jaccard_baseline(n: int, k: int) -> float:
 
 _jaccard_baseline = functools.lru_cache(maxsize=4096)(jaccard_baseline)
 
-def full_distances(X, metric: str = 'cosine', device=None) -> torch.Tensor:
+def full_distances(X: Matrix, metric: str = 'cosine', device: Device | None = None) -> torch.Tensor:
     "The `(n, n)` distance matrix of `X` (built from row blocks)."
     X = as_matrix(X, device=device)
     return torch.cat([D for _, D in distance_blocks(X, metric)])
@@ -536,8 +599,19 @@ def _neighbour_rows(DX, DY, g, ks, mrr_k, jaccard_k, ids=None) -> dict:
                                                                           dtype=torch.float64, device=c.device))
     return out
 
-def neighbourhood_metrics(X, Y, ks=(5, 10, 20), mrr_k: int = 10, jaccard_k: int = 10, metric: str = 'cosine',
-                          level: float = 0.95, n_boot: int = 200, seed: int = 0, device=None, groups=None) -> dict:
+def neighbourhood_metrics(
+    X: Matrix,
+    Y: Matrix,
+    ks: tuple = (5, 10, 20),
+    mrr_k: int = 10,
+    jaccard_k: int = 10,
+    metric: str = 'cosine',
+    level: float = 0.95,
+    n_boot: int = 200,
+    seed: int = 0,
+    device: Device | None = None,
+    groups: Groups | None = None,
+) -> dict:
     """`{'R@5': {value, baseline, ratio, corrected, corrected_ci, ci}, ..., 'MRR@10': ..., 'Jaccard@10': ...}`:
     how far the two spaces agree on each sample's nearest neighbours (from other sources only), each
     against its chance level (`baseline`), as a multiple of it (`ratio`) and chance-corrected
@@ -581,7 +655,7 @@ def _debiased_sim(xty, dx, dy, tx, ty, n):
     diagonals, `tx, ty` their traces (Kornblith et al.'s form of Song et al.'s estimator)."""
     return xty - n / (n - 2) * (dx * dy).sum(-1) + tx * ty / ((n - 1) * (n - 2))
 
-def linear_cka(X, Y, debiased: bool = False, device=None) -> float:
+def linear_cka(X: Matrix, Y: Matrix, debiased: bool = False, device: Device | None = None) -> float:
     """Linear CKA between `(n, dx)` and `(n, dy)` representations of the same n samples. `debiased=True`
     uses the unbiased HSIC estimator (Song et al. 2012), as Kornblith/Nguyen do: biased CKA is inflated
     when samples are few and dimensions many. `linear_cka(X, X) == 1.0`."""
@@ -622,8 +696,8 @@ def _cka_from_grams(K, L, debiased: bool, tie=None):
         xy, xx, yy = (K * L).sum((-1, -2)), (K * K).sum((-1, -2)), (L * L).sum((-1, -2))
     return xy / (xx * yy).clamp_min(0).sqrt()
 
-def cka_stats(X, Y, debiased: bool = True, n_perm: int = 200, n_boot: int = 200, level: float = 0.95,
-              seed: int = 0, device=None) -> dict:
+def cka_stats(X: Matrix, Y: Matrix, debiased: bool = True, n_perm: int = 200, n_boot: int = 200, level: float = 0.95,
+              seed: int = 0, device: Device | None = None) -> dict:
     """Linear CKA with its calibration: `cka`; the null of shuffled pairings (`null_mean`, `null_sd`,
     one-sided `p`); `calibrated = cka - null_mean`; a bootstrap `ci` over samples. Works on the two
     `(n, n)` Gram matrices, so each permutation or resample costs O(n²) whatever the widths."""
@@ -658,7 +732,7 @@ def cka_stats(X, Y, debiased: bool = True, n_perm: int = 200, n_boot: int = 200,
                 n=n, n_perm=n_perm, n_boot=n_boot)
 
 # %% ../nbs/07_q1_alignment.ipynb #30a1d0ee
-def cka_resampler(X, Y, device=None):
+def cka_resampler(X: Matrix, Y: Matrix, device: Device | None = None) -> Callable:
     "`stat(idx)`: debiased linear CKA on the rows `idx` of a resample (copies of a row masked as in `cka_stats`)."
     X, Y = as_pair(X, Y, device)
     X, Y = _centre(X), _centre(Y)
@@ -669,7 +743,9 @@ def cka_resampler(X, Y, device=None):
         return float(_cka_from_grams(K[d][:, d][None], L[d][:, d][None], True, tie[None])[0])
     return stat
 
-def rsa_resampler(X, Y, method: str = 'spearman', metric: str = 'euclidean', device=None):
+def rsa_resampler(
+    X: Matrix, Y: Matrix, method: str = 'spearman', metric: str = 'euclidean', device: Device | None = None
+) -> Callable:
     "`stat(idx)`: the RDM correlation over the pairs of distinct original rows among `idx`."
     X, Y = as_pair(X, Y, device)
     n = len(X)
@@ -682,7 +758,14 @@ def rsa_resampler(X, Y, method: str = 'spearman', metric: str = 'euclidean', dev
         return _rdm_correlation(DX[i[keep], j[keep]], DY[i[keep], j[keep]], method)
     return stat
 
-def recall_resampler(X, Y, k: int = 10, metric: str = 'cosine', groups=None, device=None):
+def recall_resampler(
+    X: Matrix,
+    Y: Matrix,
+    k: int = 10,
+    metric: str = 'cosine',
+    groups: Groups | None = None,
+    device: Device | None = None,
+) -> Callable:
     "`stat(idx)`: chance-corrected Recall@k with every neighbour list recomputed among the rows `idx`."
     X, Y = as_pair(X, Y, device)
     g = group_codes(groups, len(X)).to(X.device)
@@ -693,7 +776,9 @@ def recall_resampler(X, Y, k: int = 10, metric: str = 'cosine', groups=None, dev
         return float(chance_corrected(v, c).mean())
     return stat
 
-def paired_difference(stat_a, stat_b, groups, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
+def paired_difference(
+    stat_a: Callable, stat_b: Callable, groups: Groups, n_boot: int = 200, level: float = 0.95, seed: int = 0
+) -> dict:
     """`stat_a` and `stat_b` (each `stat(idx)` over the same n rows) on all rows and on the same `n_boot`
     half-samples of source groups: `a`, `b`, their `a_ci`, `b_ci`, and `diff = a - b` with `diff_ci` (the
     paired interval) and `p`, the one-sided normal p-value of `diff <= 0`."""
@@ -711,8 +796,16 @@ def paired_difference(stat_a, stat_b, groups, n_boot: int = 200, level: float = 
     return dict(a=a, b=b, a_ci=half_sample_interval(ba, a, G, level), b_ci=half_sample_interval(bb, b, G, level),
                 diff=a - b, diff_ci=dci, p=p, n_boot=int(ok.sum()))
 
-def choose_layer(make_stat, Xs: dict, Y, groups=None, n_boot: int = 200, level: float = 0.95, seed: int = 0,
-                 device=None) -> dict:
+def choose_layer(
+    make_stat: Callable,
+    Xs: dict,
+    Y: Matrix,
+    groups: Groups | None = None,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    device: Device | None = None,
+) -> dict:
     """Select on one half of the source groups, report on the other. `make_stat(X, Y, groups)` builds a
     `stat(idx)`; `Xs` maps layer -> `(n, d)`. The layer scoring highest on the selection half is `best`;
     on the report half its score (`report`) and, for every other layer, the paired-bootstrap interval of
@@ -733,14 +826,14 @@ def choose_layer(make_stat, Xs: dict, Y, groups=None, n_boot: int = 200, level: 
                 diffs={l: dict(diff=d['diff'], ci=d['diff_ci'], other=d['b']) for l, d in diffs.items()},
                 recommend=best if ok else None, n_select=len(sel), n_report=len(rep))
 
-def criterion_verdict(value: float, target: float | None, diff_ci=None) -> str | None:
+def criterion_verdict(value: float, target: float | None, diff_ci: tuple | None = None) -> str | None:
     """`'PASS'` when `value > target` and, where a control was measured, the interval of achieved − control
     (`diff_ci`) lies above 0; `'FAIL'` otherwise; None (no verdict) when `target` is None."""
     if target is None: return None
     beats = diff_ci is None or (math.isfinite(diff_ci[0]) and diff_ci[0] > 0)
     return 'PASS' if value > target and beats else 'FAIL'
 
-def recommend(verdicts) -> str:
+def recommend(verdicts: dict) -> str:
     """PROCEED when every criterion passes; STOP when every criterion with a verdict fails; PIVOT otherwise.
     A criterion without a verdict (None) rules out PROCEED."""
     v = list(verdicts.values() if isinstance(verdicts, dict) else verdicts)

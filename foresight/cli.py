@@ -31,13 +31,13 @@ from .layers import parse_layers
 class CLIError(Exception):
     "A mistake in how the command line was called: the message says what to do instead."
 
-def notebooks(nbs=None) -> dict:
+def notebooks(nbs: str | Path | None = None) -> dict:
     """`{experiment: notebook path}` for every numbered notebook in `nbs/` (`$FORESIGHT_NBS` if set;
     `02_e1_2_probe.ipynb` → `e1_2_probe`)."""
     nbs = Path(nbs or os.environ.get('FORESIGHT_NBS') or project_root()/'nbs')
     return {m[2]: p for p in sorted(nbs.glob('[0-9][0-9]_*.ipynb')) if (m := re.match(r'(\d\d)_(.+)\.ipynb$', p.name))}
 
-def resolve_experiment(eid: str, nbs=None) -> tuple:
+def resolve_experiment(eid: str, nbs: str | Path | None = None) -> tuple:
     """`(experiment, notebook)` for an id: the full name (`e1_2_probe`), a prefix at an underscore
     (`e1_2`), the number (`02`), or the notebook's file name."""
     nb = notebooks(nbs)
@@ -50,13 +50,13 @@ def resolve_experiment(eid: str, nbs=None) -> tuple:
     raise CLIError(f"experiment {eid!r} is {'ambiguous: ' + ', '.join(hits) if hits else 'unknown'}. "
                      f"Known: {', '.join(nb)} (`foresight list` shows them with their parameters)")
 
-def notebook_params(path) -> dict:
+def notebook_params(path: str | Path) -> dict:
     "The parameters cell's names, defaults and comments."
     import papermill as pm
     return pm.inspect_notebook(str(path))
 
 # %% ../nbs/lib/cli.ipynb #61b2106c
-def parse_value(v: str):
+def parse_value(v: str) -> object:
     "A `-p` value as papermill reads it: True/False/None, int, float, else the string."
     from papermill.cli import _resolve_type
     return _resolve_type(v)
@@ -76,8 +76,9 @@ def run_name(name: str) -> str:
         )
     return name
 
-def run_experiment(eid, params: dict | None = None, name: str | None = None, root=None, cwd=None, quiet=False, nbs=None,
-                   parent=None) -> Path:
+def run_experiment(eid: str, params: dict | None = None, name: str | None = None, root: str | Path | None = None,
+                   cwd: str | Path | None = None, quiet: bool = False, nbs: str | Path | None = None,
+                   parent: str | Path | None = None) -> Path:
     """Run one experiment notebook with papermill into `reports/<experiment>/<name>/` and return it.
     Unknown parameter names fail before anything starts; a failed run leaves `<name>.failed/` with the
     executed notebook (a bad parameter value leaves nothing).
@@ -133,7 +134,7 @@ def run_experiment(eid, params: dict | None = None, name: str | None = None, roo
     return final
 
 # %% ../nbs/lib/cli.ipynb #f158e58e
-def notebook_check(nb, params: dict):
+def notebook_check(nb: str | Path, params: dict) -> dict | None:
     """Run notebook `nb`'s validation here: its code cells up to the first one after the `parameters` cell
     that calls `check_params`, with `params` set after the parameters cell. Returns the cleaned parameters;
     a `ParamError` passes through; `None` when the notebook has no such cell or its validation needs
@@ -155,7 +156,7 @@ def notebook_check(nb, params: dict):
     except Exception: return None
     return g.get('P')
 
-def check_run_params(exp: str, nb, params: dict, where: str = ''):
+def check_run_params(exp: str, nb: str | Path, params: dict, where: str = '') -> None:
     """Refuse unknown names (with the closest name), `run_dir` (the command line places runs) and bad values, as a
     `CLIError`."""
     from foresight.findings import ParamError
@@ -189,7 +190,8 @@ def point_name(point: dict) -> str:
         return run_name(re.sub(r'[^A-Za-z0-9._=,+-]', '_', raw).strip('._')[:120].replace('..', '_') + '+' + h)
 
 def sweep(
-    eid, grid: dict, params: dict | None = None, root=None, name: str | None = None, quiet=True, nbs=None
+    eid: str, grid: dict, params: dict | None = None, root: str | Path | None = None, name: str | None = None,
+    quiet: bool = True, nbs: str | Path | None = None,
 ) -> dict:
     """Run `eid` over every point of `grid` (plus fixed `params`) into `reports/<experiment>/<name>/<point>/`;
     finished points are skipped. Returns `{'results': [...], 'failures': [...]}` and writes it as `sweep.json`."""
@@ -232,7 +234,7 @@ def sweep(
     return out
 
 # %% ../nbs/lib/cli.ipynb #5c2b84fd
-def load_config(path) -> dict:
+def load_config(path: str | Path) -> dict:
     "The parameters in a YAML config file: a flat mapping of parameter names to values."
     import yaml
     p = Path(path)
@@ -250,7 +252,7 @@ def load_config(path) -> dict:
         )
     return {str(k): v for k, v in cfg.items()}
 
-def config_experiment(path, nbs=None) -> str:
+def config_experiment(path: str | Path, nbs: str | Path | None = None) -> str:
     """The experiment a config file is for, from its name: `e3_2_ssv2.yaml` → `e3_2_next_frame` (the longest known
     prefix)."""
     parts = Path(path).stem.split('_')
@@ -261,7 +263,7 @@ def config_experiment(path, nbs=None) -> str:
         f"config file {Path(path).name}: its name does not start with an experiment id (e.g. e3_2_ssv2.yaml)"
     )
 
-def param_defaults(nb) -> dict:
+def param_defaults(nb: str | Path) -> dict:
     "The parameters cell's default values, as Python values."
     import ast
     out = {}
@@ -270,7 +272,7 @@ def param_defaults(nb) -> dict:
         except (ValueError, SyntaxError): out[k] = p['default']
     return out
 
-def check_values(nb, params: dict) -> dict:
+def check_values(nb: str | Path, params: dict) -> dict:
     """Every parameter of notebook `nb` (defaults overridden by `params`) checked by the notebook's own
     `check_params` cell, run on its own: no model, no data. Returns the cleaned values; a bad name or value is a
     `CLIError`."""
@@ -297,7 +299,7 @@ def check_values(nb, params: dict) -> dict:
 # %% ../nbs/lib/cli.ipynb #9e0ed170
 _COUNTS = ('n_clips', 'n_images', 'n_samples', 'n_train', 'n_val', 'n_test', 'n_scenes')
 
-def bench_rates(path=None) -> dict:
+def bench_rates(path: str | Path | None = None) -> dict:
     """Throughputs from an extraction benchmark (`reports/bench/*.json`, the newest with all parts unless `path`),
     each as `(fastest path, plain transformers)`: vision patch tokens/s for clips in memory, images, clips decoded
     from video files; LLM tokens/s (tower + LLM); VAE encode and decode pixels/s."""
@@ -456,7 +458,8 @@ def _size(b: float) -> str:
         if b >= 1024**i or i == 0
     )
 
-def dry_run(eid, params: dict | None = None, nbs=None, bench=None) -> str:
+def dry_run(eid: str, params: dict | None = None, nbs: str | Path | None = None,
+            bench: str | Path | None = None) -> str:
     "What `foresight run eid` with `params` would do and cost, as text; it starts nothing (no run folder, no model)."
     from foresight.findings import is_random_preset
     exp, nb = resolve_experiment(eid, nbs)
@@ -560,7 +563,7 @@ def _launch_slurm(specs, folder, timeout_min, slurm: dict | None = None):
         raise
     return out
 
-def parse_gpus(s) -> list:
+def parse_gpus(s: str | None) -> list:
     "`'0,1'` → `[0, 1]`; a clear error for anything but comma-separated device numbers."
     if s is None or s == '': return []
     try:
@@ -578,8 +581,9 @@ def visible_gpus() -> list:
     import torch
     return list(range(torch.cuda.device_count()))
 
-def sweep_parallel(eid, grid: dict, params: dict | None = None, root=None, name: str | None = None, nbs=None,
-                   gpus=None, launcher: str = 'local', timeout_min: int = 24 * 60, slurm: dict | None = None) -> dict:
+def sweep_parallel(eid: str, grid: dict, params: dict | None = None, root: str | Path | None = None,
+                   name: str | None = None, nbs: str | Path | None = None, gpus: list | None = None,
+                   launcher: str = 'local', timeout_min: int = 24 * 60, slurm: dict | None = None) -> dict:
     """`sweep` with the points run concurrently: `launcher='local'` through submitit's local executor, one
     point per GPU of `gpus` at a time; `'slurm'` as a Slurm job array. The folder layout, the skipping of
     finished points and `sweep.json` are those of `sweep`."""
@@ -636,7 +640,7 @@ _RUN_FILES = ('findings.md', 'figures', 'tables')
 def _unfinished_marker(part: str) -> bool:
     return part.endswith('.failed') or (part.startswith('.') and part.endswith(('.partial', '.tmp')))
 
-def collect_runs(root=None) -> dict:
+def collect_runs(root: str | Path | None = None) -> dict:
     """`{'finished': [...], 'unfinished': [...]}` over every run folder under `reports/`. Finished means a
     `results.json` with status `finished` in a folder that is not (inside) a `.partial`, `.failed` or
     `.tmp` one; a folder that holds a report's files or an executed notebook but no `results.json` (a run
@@ -672,7 +676,7 @@ def collect_runs(root=None) -> dict:
 def _fmt(v):
     return f'{v:.3g}' if isinstance(v, float) else str(v)
 
-def report(root=None) -> Path:
+def report(root: str | Path | None = None) -> Path:
     "Write `reports/README.md`: every finished run with date, parameters and verdicts; then the unfinished."
     root = Path(root or reports_root())
     runs = collect_runs(root)
@@ -731,7 +735,7 @@ PLAN_TABLES = {
     ],
 }
 
-def success_tables(finished) -> list:
+def success_tables(finished: list) -> list:
     "Markdown for each plan's success table, filled from the latest finished run of each experiment."
     latest = {}
     for r in sorted(finished, key=lambda r: r.get('date', '')): latest[r['experiment']] = r
@@ -778,7 +782,7 @@ def _grid(items):
 def _terminate(signum, frame):
     raise KeyboardInterrupt(f'signal {signum}')
 
-def main(argv=None):
+def main(argv: list | None = None) -> int:
     """The `foresight` console script: returns the exit status (2: a usage error, 130: interrupted). SIGTERM
     (what a scheduler sends before killing a job) is handled like Ctrl-C: the run in progress is moved to
     `<name>.failed/`, and the same command run again starts it afresh."""

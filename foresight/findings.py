@@ -17,7 +17,7 @@ __all__ = ['RANDOM_CONTROLS', 'NonFiniteError', 'check_finite', 'verdict', 'cont
 import os, re, sys, json, time, math, socket, platform, subprocess, tempfile, datetime, warnings, weakref, functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 
 
@@ -39,7 +39,7 @@ _all_ = ['project_root', 'reports_root', 'safe_name', 'run_name_for', 'resolve_r
 class NonFiniteError(FloatingPointError):
     "A loss, latent or metric holding NaN or Inf."
 
-def check_finite(x, what: str, fix: str = ''):
+def check_finite(x: Any, what: str, fix: str = '') -> Any:
     """`x` (a number, array or tensor) unchanged if every value is finite, else a `NonFiniteError` naming `what` and
     the fix."""
     if hasattr(x, 'detach'):   # a torch tensor: checked where it lives, without a copy to the CPU
@@ -61,7 +61,7 @@ def check_finite(x, what: str, fix: str = ''):
 # %% ../nbs/lib/findings.ipynb #9bcd4dde
 _OPS = {'>': lambda a, b: a > b, '>=': lambda a, b: a >= b, '<': lambda a, b: a < b, '<=': lambda a, b: a <= b}
 
-def verdict(value, target: str | None) -> str:
+def verdict(value: float | None, target: str | None) -> str:
     "PASS/FAIL of `value` against a target like `'> 0.5'`, `'< 0.3'` or `'0.1..0.2'`; `—` with no target."
     if not target: return '—'
     if value is None or (isinstance(value, float) and not math.isfinite(value)): return 'FAIL'
@@ -112,16 +112,16 @@ class Metric:
     volatile: bool = False
     control: dict | None = None
     @property
-    def verdict(self):
+    def verdict(self) -> str:
         v = verdict(self.value, self.target)
         if v != 'PASS' or not self.control: return v
         return 'PASS' if beats_control(self.control, self.target) else 'FAIL (not beyond the random-weights control)'
-    def show(self, v=None):
+    def show(self, v: float | None = None) -> str:
         v = self.value if v is None else v
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return 'nan' if isinstance(v, float) and not math.isfinite(v) else format(v, self.fmt)
         return str(v)
-    def achieved(self):
+    def achieved(self) -> str:
         s = self.show()
         if self.ci: s += f" [{self.show(self.ci[0])}, {self.show(self.ci[1])}]"
         if self.null is not None: s += f" (null {self.show(self.null)})"
@@ -134,7 +134,7 @@ class Metric:
         return s
 
 # %% ../nbs/lib/findings.ipynb #5ea5d857
-def git_commit(root=None) -> str:
+def git_commit(root: str | Path | None = None) -> str:
     "The checked-out commit (with `+dirty` when the tree has changes), or `unknown`."
     try:
         root = root or project_root()
@@ -189,7 +189,7 @@ class RecordedWarning(UserWarning):
 
 _OPEN = weakref.WeakSet()          # Findings not yet written: they collect what `warn_and_record` says
 
-def warn_and_record(message: str, category=RecordedWarning, stacklevel: int = 2):
+def warn_and_record(message: str, category: type[Warning] = RecordedWarning, stacklevel: int = 2) -> None:
     """Warn, and note `message` in every open `Findings` of this process (whatever warning filters or
     `catch_warnings` blocks then do with the warning), so a report never leaves out what was warned about."""
     for f in list(_OPEN):
@@ -244,8 +244,10 @@ class Findings:
         _OPEN.add(self)
 
     def metric(
-        self, name, value, target=None, what='', ci=None, null=None, key=True, fmt='.3f', volatile=False, control=None
-    ):
+        self, name: str, value: float | None, target: str | None = None, what: str = '', ci: tuple | None = None,
+        null: float | None = None, key: bool = True, fmt: str = '.3f', volatile: bool = False,
+        control: dict | None = None,
+    ) -> float | None:
         """Record a metric; with a `target` (e.g. `'> 0.5'`) it gets a PASS/FAIL verdict. Returns the value.
         `volatile=True` marks a figure that changes from run to run by nature (a throughput, a time): the
         determinism checks (`stable_results`) leave it out. A NaN or Inf value fails its target and is
@@ -274,22 +276,22 @@ class Findings:
             self.note(f"metric {name!r} is {value}: check the inputs and losses that produced it")
         return value
 
-    def value(self, name, v):
+    def value(self, name: str, v: Any) -> Any:
         "Record any other figure (a number, list or dict) into `results.json`. Returns it."
         self.values[name] = v
         return v
 
-    def section(self, title, text):
+    def section(self, title: str, text: str) -> None:
         "A sub-experiment summary (markdown)."
         self.sections.append((title, text.strip()))
 
     def note(self, text): self.notes.append(text)
 
-    def skip(self, item, reason):
+    def skip(self, item: str, reason: object) -> None:
         "Record an input that was skipped (a broken file, say): listed and counted in the report."
         self.skipped.append(dict(item=str(item), reason=str(reason)))
 
-    def skip_many(self, skipped):
+    def skip_many(self, skipped: dict) -> None:
         """Record many skipped inputs: a `{item: reason}` dict (as `data.load_refs` and readers' `.skipped` give) or
         `(item, reason)` pairs."""
         for item, reason in (skipped.items() if isinstance(skipped, dict) else skipped): self.skip(item, reason)
@@ -297,7 +299,7 @@ class Findings:
 
     def time(self, name, seconds): self.timings[name] = float(seconds)
 
-    def table(self, data, name, caption=''):
+    def table(self, data: Any, name: str, caption: str = '') -> Any:
         """A table (DataFrame or list of dicts): saved as CSV and rendered in the report; in a notebook it is
         also shown, with its caption (see `inline_display`)."""
         import html, pandas as pd
@@ -311,7 +313,7 @@ class Findings:
             df._shown_in = _cell_number()
         return df
 
-    def figure(self, fig, name, caption=''):
+    def figure(self, fig: Any, name: str, caption: str = '') -> Path:
         """Save a matplotlib figure as PNG in `figures/` and list it in the report; in a notebook the same
         PNG is also shown, with its caption (see `inline_display`). The figure is closed."""
         import io, base64, matplotlib.pyplot as plt
@@ -325,33 +327,33 @@ class Findings:
         if caption: show_inline({'text/markdown': f'*Figure {name}*: {caption}', 'text/plain': head})
         return p
 
-    def artifact(self, path, what=''):
+    def artifact(self, path: str | Path, what: str = '') -> None:
         "List a file the run wrote (a checkpoint, a video) in the report."
         p = Path(path)
         rel = p.relative_to(self.run_dir).as_posix() if self.run_dir in p.resolve().parents else str(p)
         self.artifacts.append((rel, what))
 
     @property
-    def run_name(self):
+    def run_name(self) -> str:
         "The run's name (a `.name.partial` folder, where `foresight run` writes, shows as `name`)."
         m = re.fullmatch(r'\.(.+)\.partial', self.run_dir.name)
         return m[1] if m else self.run_dir.name
 
     @property
-    def preset_note(self):
+    def preset_note(self) -> str | None:
         rnd = [f'{k}={v}' for k, v in self.models.items() if is_random_preset(v)]
         if not rnd: return None
         return (f"**Random-initialised presets ({', '.join(rnd)}): this run demonstrates the pipeline; "
                 f"its numbers are not a finding about the real models.**")
 
-    def recommendation(self):
+    def recommendation(self) -> str:
         v = [m.verdict for m in self.metrics.values() if m.key and m.target]
         if not v: return 'NONE'
         return (
             'PROCEED' if all(x == 'PASS' for x in v) else ('STOP' if all(x.startswith('FAIL') for x in v) else 'PIVOT')
         )
 
-    def render(self, answer, recommendation=None, implications=()):
+    def render(self, answer: str, recommendation: str | None = None, implications: Iterable[str] = ()) -> str:
         rec = recommendation or self.recommendation()
         L = []
         if self.preset_note: L += [self.preset_note, '']
@@ -401,7 +403,7 @@ class Findings:
         ]
         return '\n'.join(L), rec
 
-    def write(self, answer: str, recommendation: str | None = None, implications=()) -> Path:
+    def write(self, answer: str, recommendation: str | None = None, implications: Iterable[str] = ()) -> Path:
         "Render `findings.md`, then write `results.json` (last: its presence marks the run finished)."
         md, rec = self.render(answer, recommendation, implications)
         atomic_write(self.run_dir/'findings.md', md)
@@ -456,7 +458,7 @@ def stable_results(res: dict) -> dict:
     out['params'] = {k: v for k, v in (res.get('params') or {}).items() if k != 'run_dir'}
     return out
 
-def diff_results(a, b, rtol: float = 0.0, atol: float = 0.0, _path='') -> list:
+def diff_results(a: Any, b: Any, rtol: float = 0.0, atol: float = 0.0, _path: str = '') -> list:
     """Where two results (dicts, or `results.json` paths) differ beyond `rtol`/`atol`: a list of `'path: a != b'`
     lines (empty: the same)."""
     if not _path: a, b = stable_results(a), stable_results(b)

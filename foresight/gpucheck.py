@@ -51,7 +51,7 @@ import json as _j, pathlib as _p, torch as _t
 _p.Path(run_dir, 'gpu_peak.json').write_text(_j.dumps(dict(
     peak_gib=_t.cuda.max_memory_reserved() / 2**30 if _t.cuda.is_available() else None)))"""
 
-def with_peak_cell(nb, dst) -> Path:
+def with_peak_cell(nb: str | Path, dst: str | Path) -> Path:
     "A copy of notebook `nb` at `dst` with `PEAK_CELL` appended."
     import nbformat
     book = nbformat.read(str(nb), as_version=4)
@@ -72,7 +72,7 @@ def run_problems(results: dict) -> list:
     return out
 
 # %% ../nbs/lib/gpucheck.ipynb #adef58d1
-def slowest_cells(executed, n: int = 3) -> list:
+def slowest_cells(executed: str | Path, n: int = 3) -> list:
     "The `n` slowest cells of an executed notebook (papermill's durations): `[{cell, seconds, code}]`."
     import nbformat
     try: book = nbformat.read(str(executed), as_version=4)
@@ -82,7 +82,7 @@ def slowest_cells(executed, n: int = 3) -> list:
             for i, c in enumerate(book.cells) if c.cell_type == 'code']
     return sorted(rows, key=lambda r: -r['seconds'])[:n]
 
-def check_notebook(nb, params: dict, work, timeout: float | None = None) -> dict:
+def check_notebook(nb: str | Path, params: dict, work: str | Path, timeout: float | None = None) -> dict:
     """Run notebook `nb` through papermill with `params` (its findings go to `work/<stem>/`) and return
     `{notebook, params, passed, error, seconds, peak_gib, recommendation, slowest}` (the recommendation of its
     findings: with random weights, PROCEED would be a false positive). Never raises for a failing notebook."""
@@ -138,7 +138,7 @@ def device_description() -> str:
         except Exception: pass
     return f"{gpu}; {', '.join(vs)}"
 
-def merge_record(path, entries: list, device: str, commit: str) -> dict:
+def merge_record(path: str | Path, entries: list, device: str, commit: str) -> dict:
     "The record at `path` with `entries` replacing those of the same notebooks (in notebook order), written atomically."
     path = Path(path)
     rec = json.loads(path.read_text()) if path.exists() else {}
@@ -192,7 +192,7 @@ def split_parts(names: list, n: int, seconds: dict | None = None) -> list:
     return parts + [[] for _ in range(n - len(parts))]
 
 # %% ../nbs/lib/gpucheck.ipynb #574f4082
-def numbered_notebooks(nbs=None) -> dict:
+def numbered_notebooks(nbs: str | Path | None = None) -> dict:
     "`{stem: path}` of the numbered notebooks (`NN_*.ipynb`)."
     nbs = Path(nbs or project_root()/'nbs')
     return {p.stem: p for p in sorted(nbs.glob('[0-9][0-9]_*.ipynb'))}
@@ -206,7 +206,7 @@ def select(names: list, only: str = '') -> list:
     if missing: raise SystemExit(f"gpucheck: no notebook matches {', '.join(missing)}; known: {', '.join(names)}")
     return out
 
-def bad_settings(settings: dict, nbs=None) -> list:
+def bad_settings(settings: dict, nbs: str | Path | None = None) -> list:
     "Every notebook without settings, and every setting that is not one of its notebook's parameters."
     import papermill as pm
     out = []
@@ -219,8 +219,9 @@ def bad_settings(settings: dict, nbs=None) -> list:
     return out
 
 # %% ../nbs/lib/gpucheck.ipynb #3253402f
-def check(only: str = '', part: str = '', cpu: bool = False, out=None, work=None, resume: bool = False,
-          nbs=None, settings: dict | None = None, timeout: float | None = None, jobs: int = 1) -> dict:
+def check(only: str = '', part: str = '', cpu: bool = False, out: str | Path | None = None,
+          work: str | Path | None = None, resume: bool = False, nbs: str | Path | None = None,
+          settings: dict | None = None, timeout: float | None = None, jobs: int = 1) -> dict:
     """Run the check and return the record. `cpu=True` runs the notebooks' own (tiny) defaults, for
     tests; `part='i/n'` one part; `resume` skips notebooks that already passed at this commit; `jobs`
     notebooks run at once, each in its own process."""
@@ -255,7 +256,7 @@ def check(only: str = '', part: str = '', cpu: bool = False, out=None, work=None
         for fu in as_completed(futs): done(fu.result())
     return rec
 
-def main(argv=None):
+def main(argv: list | None = None) -> int:
     ap = argparse.ArgumentParser(prog='python -m foresight.gpucheck', description=__doc__)
     ap.add_argument('--only', default='', help='comma-separated notebooks (stems or numbers); default all')
     ap.add_argument(

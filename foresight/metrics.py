@@ -13,9 +13,10 @@ __all__ = ['as_image_batch', 'psnr', 'gaussian_window', 'ssim', 'LPIPSWeightsMis
 import functools, importlib, importlib.util, pickle, warnings
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
+from numpy.typing import ArrayLike
 
 # %% ../nbs/lib/metrics.ipynb #1f1d5576
-def as_image_batch(frames, device=None) -> torch.Tensor:
+def as_image_batch(frames: ArrayLike | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
     "`uint8` frames `(T, H, W, 3)` (or one `(H, W, 3)` image) → a float batch `(T, 3, H, W)` in `[0, 1]`."
     a = np.asarray(frames)
     # a read-only or strided view is copied
@@ -58,21 +59,22 @@ def _check_images(a, b, fn, channels=None, check_range=True):
     return a, b.to(a.device)
 
 # %% ../nbs/lib/metrics.ipynb #c5d2be34
-def psnr(a, b, data_range: float = 1.0) -> torch.Tensor:
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     "Per-image PSNR in dB of batches `a, b` `(B, C, H, W)` in `[0, 1]`: a `(B,)` tensor."
     a, b = _check_images(a, b, 'psnr')
     mse = (a - b).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(data_range ** 2 / mse)
 
 # %% ../nbs/lib/metrics.ipynb #db38c50d
-def gaussian_window(sigma: float = 1.5, truncate: float = 3.5, dtype=torch.float32, device=None) -> torch.Tensor:
+def gaussian_window(sigma: float = 1.5, truncate: float = 3.5, dtype: torch.dtype = torch.float32,
+                    device: str | torch.device | None = None) -> torch.Tensor:
     "The normalised 1-D Gaussian that `scipy.ndimage.gaussian_filter` uses: radius `int(truncate·σ + 0.5)`."
     r = int(truncate * sigma + 0.5)
     x = torch.arange(-r, r + 1, dtype=torch.float64)
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
     return (g / g.sum()).to(dtype=dtype, device=device)
 
-def ssim(a, b, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
     "Per-image SSIM of batches `a, b` `(B, C, H, W)` in `[0, 1]` (Gaussian window, as scikit-image): a `(B,)` tensor."
     a, b = _check_images(a, b, 'ssim')
     B, C, H, W = a.shape
@@ -151,12 +153,12 @@ def _build_lpips(net: str):
     return m.eval().requires_grad_(False)
 
 @functools.lru_cache(maxsize=None)
-def lpips_model(net: str = 'alex', device: str = 'cpu'):
+def lpips_model(net: str = 'alex', device: str | torch.device = 'cpu') -> torch.nn.Module:
     "The frozen LPIPS v0.1 network for `net` on `device`, built once and cached."
     return _build_lpips(net).to(torch.device(device))
 
 # %% ../nbs/lib/metrics.ipynb #0c3d7968
-def lpips_distance(a, b, net: str = 'alex', chunk: int = 64) -> torch.Tensor:
+def lpips_distance(a: torch.Tensor, b: torch.Tensor, net: str = 'alex', chunk: int = 64) -> torch.Tensor:
     """Per-image LPIPS v0.1 distance of batches `a, b` `(B, 3, H, W)` in `[0, 1]`: a `(B,)` tensor on their
     device, differentiable with respect to the images. `net` is `alex` (the standard) or `vgg`."""
     if net not in _LPIPS_NETS: raise ValueError(f"LPIPS net {net!r} is not available: use one of {sorted(_LPIPS_NETS)}")
@@ -173,7 +175,7 @@ def lpips_distance(a, b, net: str = 'alex', chunk: int = 64) -> torch.Tensor:
     return torch.cat(out)
 
 # %% ../nbs/lib/metrics.ipynb #5501adfb
-def load_image(path, device=None) -> torch.Tensor:
+def load_image(path: str | Path, device: str | torch.device | None = None) -> torch.Tensor:
     "An image file as a `(1, 3, H, W)` float batch in `[0, 1]`."
     from foresight.data import read_image
     return as_image_batch(read_image(path), device)

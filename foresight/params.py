@@ -11,6 +11,7 @@ __all__ = ['ParamError', 'Spec', 'Int', 'Float', 'Bool', 'Str', 'Choice', 'Ints'
 
 # %% ../nbs/lib/params.ipynb #23008596
 import difflib, math, re
+from typing import Any, Iterable, NoReturn
 from .layers import check_layer, parse_layer, parse_layers
 
 # %% ../nbs/lib/params.ipynb #0f9d1e0c
@@ -19,22 +20,22 @@ class ParamError(ValueError):
 
 class Spec:
     "Base of the parameter specs: `check(name, value)` returns the cleaned value or raises `ParamError`."
-    def fail(self, name, value, msg=None):
+    def fail(self, name: str, value: Any, msg: str | None = None) -> NoReturn:
         v = repr(value)
         v = v if len(v) <= 120 else v[:100] + f'… ({len(v)} characters)'
         raise ParamError(f"parameter {name}={v} is not allowed: {msg or 'expected ' + self.describe()}")
-    def describe(self): return 'a value'
+    def describe(self) -> str: return 'a value'
 
 class Int(Spec):
     "An integer in `[lo, hi]`, optionally a multiple of `multiple`."
     def __init__(self, lo=None, hi=None, multiple=None): self.lo, self.hi, self.multiple = lo, hi, multiple
-    def describe(self):
+    def describe(self) -> str:
         r = 'an integer'
         if self.lo is not None: r += f' >= {self.lo}'
         if self.hi is not None: r += f' <= {self.hi}'
         if self.multiple: r += f' and a multiple of {self.multiple}'
         return r
-    def check(self, name, v):
+    def check(self, name: str, v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
             if isinstance(v, str) and re.fullmatch(r'-?[0-9]{1,30}', v.strip()): v = int(v.strip())
             else: self.fail(name, v)
@@ -50,13 +51,13 @@ class Int(Spec):
 class Float(Spec):
     "A finite number in `[lo, hi]`."
     def __init__(self, lo=None, hi=None): self.lo, self.hi = lo, hi
-    def describe(self):
+    def describe(self) -> str:
         return (
             'a number'
             + (f' >= {self.lo}' if self.lo is not None else '')
             + (f' <= {self.hi}' if self.hi is not None else '')
         )
-    def check(self, name, v):
+    def check(self, name: str, v: Any) -> Any:
         if isinstance(v, str):
             try: v = float(v)
             except ValueError: self.fail(name, v)
@@ -69,8 +70,8 @@ class Float(Spec):
 
 class Bool(Spec):
     "True or False (papermill passes `-p x True`)."
-    def describe(self): return 'True or False'
-    def check(self, name, v):
+    def describe(self) -> str: return 'True or False'
+    def check(self, name: str, v: Any) -> Any:
         if isinstance(v, bool): return v
         if isinstance(v, str) and v.lower() in ('true', 'false'): return v.lower() == 'true'
         self.fail(name, v)
@@ -78,17 +79,17 @@ class Bool(Spec):
 class Str(Spec):
     "A string, optionally one of `choices`."
     def __init__(self, *choices): self.choices = choices
-    def describe(self): return 'one of ' + ', '.join(map(repr, self.choices)) if self.choices else 'a string'
-    def check(self, name, v):
+    def describe(self) -> str: return 'one of ' + ', '.join(map(repr, self.choices)) if self.choices else 'a string'
+    def check(self, name: str, v: Any) -> Any:
         if not isinstance(v, str) or (self.choices and v not in self.choices): self.fail(name, v)
         return v
 
 class Choice(Spec):
     "Any of several specs or literal values, tried in order: `Choice(Int(lo=0), 'pre_merge', 'post_merge')`."
     def __init__(self, *options): self.options = options
-    def describe(self):
+    def describe(self) -> str:
         return ' or '.join(o.describe() if isinstance(o, Spec) else repr(o) for o in self.options)
-    def check(self, name, v):
+    def check(self, name: str, v: Any) -> Any:
         for o in self.options:
             if isinstance(o, Spec):
                 try: return o.check(name, v)
@@ -101,9 +102,9 @@ class Ints(Spec):
     def __init__(self, lo=None, hi=None, multiple=None, allow_empty=False):
         self.item, self.allow_empty = Int(lo, hi, multiple), allow_empty
 
-    def describe(self):
+    def describe(self) -> str:
         return f"a comma-separated list of integers, each {self.item.describe().replace('an integer ', '')}"
-    def check(self, name, v):
+    def check(self, name: str, v: Any) -> Any:
         items = [s for s in v.replace(' ', '').split(',') if s != ''] if isinstance(v, str) else \
                 ([v] if isinstance(v, int) and not isinstance(v, bool) else v)
         if not isinstance(items, (list, tuple)) or (not items and not self.allow_empty): self.fail(name, v)
@@ -114,9 +115,9 @@ class Strs(Spec):
     "A comma-separated list of strings, each one of `choices` when given."
     def __init__(self, *choices, allow_empty=False): self.choices, self.allow_empty = choices, allow_empty
 
-    def describe(self):
+    def describe(self) -> str:
         return 'a comma-separated list' + (' of ' + ', '.join(map(repr, self.choices)) if self.choices else '')
-    def check(self, name, v):
+    def check(self, name: str, v: Any) -> Any:
         items = [s.strip() for s in v.split(',') if s.strip()] if isinstance(v, str) else v
         if not isinstance(items, (list, tuple)) or (not items and not self.allow_empty): self.fail(name, v)
         if not all(isinstance(i, str) for i in items): self.fail(name, v)
@@ -128,10 +129,10 @@ class LayerSpec(Spec):
     returned in its canonical string form (`'24'`, `'llm:-1'`); with `many=True` a comma-separated list of them,
     returned as a tuple of strings. Whether the model has the layer is `check_layer_depth`'s job."""
     def __init__(self, many: bool = False): self.many = many
-    def describe(self):
+    def describe(self) -> str:
         one = "pre_merge, post_merge, a vision block such as 24, or llm:k (llm:-1 the last)"
         return f"a comma-separated list of layers, each {one}" if self.many else one
-    def check(self, name, v):
+    def check(self, name: str, v: Any) -> Any:
         try: return tuple(str(l) for l in parse_layers(v)) if self.many else str(parse_layer(v))
         except ValueError: self.fail(name, v)
 
@@ -143,14 +144,14 @@ def _abbreviates(short: str, name: str) -> bool:
     it = iter(name)
     return all(ch in it for ch in short)
 
-def closest_names(name: str, names, n: int = 1, cutoff: float = 0.5) -> list:
+def closest_names(name: str, names: Iterable[str], n: int = 1, cutoff: float = 0.5) -> list:
     "The `n` names of `names` most like `name`: abbreviations of it first, then by similarity (at least `cutoff`)."
     score = lambda m: (_abbreviates(name, m), difflib.SequenceMatcher(None, name.lower(), m.lower()).ratio())
     ranked = sorted(names, key=lambda m: score(m), reverse=True)
     return [m for m in ranked if score(m)[0] or score(m)[1] >= cutoff][:n]
 
 # %% ../nbs/lib/params.ipynb #1b060596
-def check_layer_depth(layer, vlm: str, name: str = 'layer'):
+def check_layer_depth(layer: str | tuple, vlm: str, name: str = 'layer') -> str | tuple:
     """`layer` unchanged if the VLM `vlm` has it, else a `ParamError`: a vision block `k` must lie in
     `0..depth-1`, `llm:k` in `-(L+1)..L` (hidden states of the embeddings and L layers); `pre_merge` and
     `post_merge` always exist. A list (`LayerSpec(many=True)`) is checked item by item. Reads only the config
@@ -179,7 +180,7 @@ def _assigned_names(src: str) -> set | None:
         names |= {t.id for t in targets}
     return names
 
-def parameter_cell_names(g: dict, known=()) -> set | None:
+def parameter_cell_names(g: dict, known: Iterable[str] = ()) -> set | None:
     """The names the parameters cell assigned, from IPython's input history `g['In']`: the run of assignment-only
     cells just before the current one (which calls `check_params`); empty when none of them sets a name in `known`
     (the check ran on its own). None where there is no history (a script, `nbdev_test`)."""

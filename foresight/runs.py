@@ -13,7 +13,7 @@ import os, re, json, math, tempfile, datetime
 from pathlib import Path
 
 # %% ../nbs/lib/runs.ipynb #716ac07b
-def project_root(start=None) -> Path:
+def project_root(start: str | Path | None = None) -> Path:
     """The repository root: the nearest folder above `start` (default: cwd) holding `settings.ini`, else the
     installed checkout's."""
     p = Path(start or os.getcwd()).resolve()
@@ -44,7 +44,7 @@ def run_name_for(params: dict | None = None) -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S-%f')[:-3] + '-' + h
 
 # %% ../nbs/lib/runs.ipynb #85727eb7
-def resolve_run_dir(experiment: str, run_dir: str | os.PathLike | None = None, params=None) -> Path:
+def resolve_run_dir(experiment: str, run_dir: str | os.PathLike | None = None, params: dict | None = None) -> Path:
     """The folder a run writes to. Empty `run_dir`: a new folder under `reports/<experiment>/`
     (a temporary one under `nbdev_test`, so tests never litter `reports/`). A relative `run_dir`
     is taken inside `reports/` and must stay there (`..` that climbs out is refused, wherever the
@@ -79,7 +79,7 @@ def _umask() -> int:
         os.umask(m)
         return m
 
-def atomic_write(path, data: bytes | str) -> Path:
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Write `data` to `path` through a temporary file and `os.replace`, so readers never see half a file.
     The file gets the usual permissions (`0666` less the umask: readable by the group on a shared machine,
     where `mkstemp` alone would leave it private), and the folder is synced so the rename survives a crash."""
@@ -103,7 +103,7 @@ def atomic_write(path, data: bytes | str) -> Path:
     except OSError: pass   # some file systems cannot sync a folder; the data itself is synced
     return path
 
-def to_jsonable(o):
+def to_jsonable(o: object) -> object:
     "Numbers, arrays and tensors as plain JSON values (NaN/Inf become null)."
     if isinstance(o, dict): return {str(k): to_jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)): return [to_jsonable(v) for v in o]

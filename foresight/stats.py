@@ -12,13 +12,15 @@ __all__ = ['P_PRIMARY', 'P_SECONDARY', 'as_sample', 'paired_differences', 'paire
 # %% ../nbs/lib/stats.ipynb #64414b44
 import math
 import numpy as np
+from numpy.typing import ArrayLike
+from typing import Callable
 from scipy import stats as _ss
 
 P_PRIMARY = 0.01     # the plans' threshold for a primary comparison
 P_SECONDARY = 0.05   # ... and for a secondary one
 
 # %% ../nbs/lib/stats.ipynb #73a55faa
-def as_sample(x, name='x') -> np.ndarray:
+def as_sample(x: ArrayLike, name: str = 'x') -> np.ndarray:
     "`x` (list, numpy array or torch tensor) as a float64 numpy array; NaN/Inf is an error naming `name`."
     if hasattr(x, 'detach'): x = x.detach().cpu().numpy()
     a = np.asarray(x, dtype=np.float64)
@@ -27,7 +29,7 @@ def as_sample(x, name='x') -> np.ndarray:
         raise ValueError(f"{name}: {int((~np.isfinite(a)).sum())} NaN/Inf value(s); drop or fix those items first")
     return a
 
-def paired_differences(a, b=None) -> np.ndarray:
+def paired_differences(a: ArrayLike, b: ArrayLike | None = None) -> np.ndarray:
     "`a - b` item by item (or `a` itself when `b` is None), checked: 1-D, equal lengths, at least 2 items."
     a = as_sample(a, 'a')
     if a.ndim != 1: raise ValueError(f"a: expected one value per item (1-D), got shape {a.shape}")
@@ -46,7 +48,7 @@ def _p_from(dist, stat, alternative):
     if alternative == 'less': return float(dist.cdf(stat))
     raise ValueError(f"alternative={alternative!r}: use 'two-sided', 'greater' or 'less'")
 
-def paired_ttest(a, b=None, alternative: str = 'two-sided') -> dict:
+def paired_ttest(a: ArrayLike, b: ArrayLike | None = None, alternative: str = 'two-sided') -> dict:
     """Paired t-test of `mean(a - b) = 0` (one-sample test of `a` when `b` is None): `{t, p, df, mean, se}`.
     `alternative='greater'` tests `a > b`. Zero spread with a non-zero mean gives t = ±inf, p = 0."""
     d = paired_differences(a, b)
@@ -68,7 +70,7 @@ def wilcoxon_null_pmf(n: int) -> np.ndarray:
         pmf = (pmf + shifted) / 2
     return pmf
 
-def wilcoxon(a, b=None, alternative: str = 'two-sided', method: str = 'auto') -> dict:
+def wilcoxon(a: ArrayLike, b: ArrayLike | None = None, alternative: str = 'two-sided', method: str = 'auto') -> dict:
     """Wilcoxon signed-rank test of `a - b` (or `a`) symmetric about 0: `{w_plus, p, n, method, z}`.
     `method`: `exact` (no ties or zeros), `asymptotic` (normal, tie-corrected), or `auto` (exact when
     possible and n <= 50). Zeros are dropped; `n` counts the rest."""
@@ -103,7 +105,8 @@ def wilcoxon(a, b=None, alternative: str = 'two-sided', method: str = 'auto') ->
 # %% ../nbs/lib/stats.ipynb #1b41d70b
 def _mean1(s): return s.mean(1)
 
-def bootstrap_distribution(x, stat=None, n_boot: int = 10000, seed: int = 0, chunk_elems: int = 2 ** 22) -> np.ndarray:
+def bootstrap_distribution(x: ArrayLike, stat: Callable | None = None, n_boot: int = 10000, seed: int = 0,
+                           chunk_elems: int = 2 ** 22) -> np.ndarray:
     "`n_boot` values of `stat` on resamples (with replacement, along axis 0) of `x`; vectorised, in chunks."
     x = as_sample(x)
     stat = stat or _mean1
@@ -116,7 +119,7 @@ def bootstrap_distribution(x, stat=None, n_boot: int = 10000, seed: int = 0, chu
         out.append(np.asarray(stat(x[idx]), dtype=np.float64).reshape(-1))
     return np.concatenate(out)
 
-def jackknife_values(x, stat=None, chunk_elems: int = 2 ** 22) -> np.ndarray:
+def jackknife_values(x: ArrayLike, stat: Callable | None = None, chunk_elems: int = 2 ** 22) -> np.ndarray:
     "The `n` leave-one-out values of `stat`, vectorised like the bootstrap."
     x = as_sample(x)
     stat = stat or _mean1
@@ -128,7 +131,8 @@ def jackknife_values(x, stat=None, chunk_elems: int = 2 ** 22) -> np.ndarray:
     for s in range(0, n, step): out.append(np.asarray(stat(x[keep[s:s + step]]), dtype=np.float64).reshape(-1))
     return np.concatenate(out)
 
-def bootstrap_ci(x, stat=None, level: float = 0.95, n_boot: int = 10000, method: str = 'bca', seed: int = 0) -> tuple:
+def bootstrap_ci(x: ArrayLike, stat: Callable | None = None, level: float = 0.95, n_boot: int = 10000,
+                 method: str = 'bca', seed: int = 0) -> tuple:
     """`(lo, hi)`: a `level` bootstrap confidence interval of `stat` (default: the mean) of the sample `x`
     (items along axis 0). `method` is `bca` (bias-corrected and accelerated) or `percentile`."""
     if method not in ('bca', 'percentile'): raise ValueError(f"method={method!r}: use 'bca' or 'percentile'")
@@ -153,7 +157,7 @@ def bootstrap_ci(x, stat=None, level: float = 0.95, n_boot: int = 10000, method:
     return (float(lo), float(hi))
 
 # %% ../nbs/lib/stats.ipynb #5289873d
-def ci_coverage(sampler, truth, n_sims: int = 200, seed: int = 0, **kw) -> float:
+def ci_coverage(sampler: Callable, truth: float, n_sims: int = 200, seed: int = 0, **kw) -> float:
     "The share of `n_sims` bootstrap CIs (`bootstrap_ci(sampler(rng), **kw)`) that contain `truth`."
     rng = np.random.default_rng(seed)
     hits = 0
@@ -163,15 +167,16 @@ def ci_coverage(sampler, truth, n_sims: int = 200, seed: int = 0, **kw) -> float
     return hits / n_sims
 
 # %% ../nbs/lib/stats.ipynb #97b3abb4
-def cohens_d(a, b=None) -> float:
+def cohens_d(a: ArrayLike, b: ArrayLike | None = None) -> float:
     "Cohen's d for paired samples (d_z): `mean(a - b) / sd(a - b)` (`a` alone: `mean(a) / sd(a)`)."
     d = paired_differences(a, b)
     sd = d.std(ddof=1)
     return float(d.mean() / sd) if sd > 0 else (math.copysign(math.inf, d.mean()) if d.mean() != 0 else 0.0)
 
 # %% ../nbs/lib/stats.ipynb #ddacc01c
-def compare_paired(a, b, alternative: str = 'two-sided', primary: bool = True, level: float = 0.95,
-                   n_boot: int = 10000, ci_method: str = 'bca', seed: int = 0, names=('a', 'b')) -> dict:
+def compare_paired(a: ArrayLike, b: ArrayLike, alternative: str = 'two-sided', primary: bool = True,
+                   level: float = 0.95, n_boot: int = 10000, ci_method: str = 'bca', seed: int = 0,
+                   names: tuple = ('a', 'b')) -> dict:
     """A paired comparison of `a` and `b` (one value per item each): `{n, mean_a, mean_b, delta, ci,
     t, p_t, p_wilcoxon, d, p, alpha, significant, level_reached, verdict}`. `delta = mean(a - b)`,
     `ci` its bootstrap interval; `p` is the larger of the two tests' p-values; `alpha` is

@@ -12,6 +12,10 @@ __all__ = ['crc32c', 'event_bytes', 'tfrecord', 'EventWriter', 'tensorboard_writ
 # %% ../nbs/lib/tracking.ipynb #b478913a
 import os, sys, time, socket, struct, warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+if TYPE_CHECKING:   # annotations only
+    import matplotlib.pyplot as plt
+    from foresight.findings import Findings
 
 def _crc32c_table():
     t = []
@@ -73,16 +77,16 @@ class EventWriter:
         self._f.write(tfrecord(event_bytes(time.time(), 0, file_version='brain.Event:2')))
         self._f.flush()
 
-    def add_scalar(self, tag, value, global_step=0, walltime=None):
+    def add_scalar(self, tag: str, value: float, global_step: int = 0, walltime: float | None = None) -> None:
         self._f.write(tfrecord(event_bytes(walltime or time.time(), global_step, {tag: value})))
 
-    def flush(self):
+    def flush(self) -> None:
         if not self._f.closed: self._f.flush()
 
-    def close(self):
+    def close(self) -> None:
         if not self._f.closed: self._f.close()
 
-def tensorboard_writer(log_dir, backend: str = 'auto'):
+def tensorboard_writer(log_dir: str | Path, backend: str = 'auto') -> tuple:
     """`(writer, backend)` for `log_dir`: `torch.utils.tensorboard.SummaryWriter` when tensorboard is installed,
     else `tensorboardX`'s, else the built-in `EventWriter`. `backend`: auto, torch, tensorboardX or builtin."""
     if backend not in ('auto', 'torch', 'tensorboardX', 'builtin'):
@@ -103,7 +107,7 @@ def tensorboard_writer(log_dir, backend: str = 'auto'):
                 raise ImportError("backend='tensorboardX' needs: pip install tensorboardX") from None
     return EventWriter(log_dir), 'builtin'
 
-def read_scalars(log_dir) -> dict:
+def read_scalars(log_dir: str | Path) -> dict:
     "`{tag: [(step, value), ...]}` from the event files in `log_dir`, read with TensorBoard's own `EventAccumulator`."
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -119,7 +123,8 @@ def _online(host='api.wandb.ai', port=443, timeout=1.0) -> bool:
         with socket.create_connection((host, port), timeout=timeout): return True
     except OSError: return False
 
-def wandb_run(name: str, run_dir=None, config: dict | None = None, group: str | None = None):
+def wandb_run(name: str, run_dir: str | Path | None = None, config: dict | None = None,
+              group: str | None = None) -> object | None:
     "A W&B run when `WANDB_PROJECT` is set and wandb is installed (offline without network), else None."
     project = os.environ.get('WANDB_PROJECT')
     if not project: return None
@@ -163,7 +168,8 @@ class TrainLog:
         self.writer, self.backend = tensorboard_writer(self.log_dir, tensorboard) if tensorboard else (None, None)
         self.wandb = wandb_run(self.name, self.run_dir, config, group=self.run_dir.name) if wandb else None
 
-    def bar(self, iterable=None, total=None, desc=None, **kw):
+    def bar(self, iterable: Iterable | None = None, total: int | None = None, desc: str | None = None,
+            **kw) -> Iterable:
         "A tqdm progress bar for the loop (`for step in log.bar(range(steps))`); `scalars` puts the loss on it."
         from tqdm.auto import tqdm
         self.pbar = tqdm(iterable, total=total, desc=desc or self.name, **kw)
@@ -179,7 +185,7 @@ class TrainLog:
         self._last = (step, now)
         return out
 
-    def scalars(self, step: int, **values):
+    def scalars(self, step: int, **values: float) -> None:
         "Record scalars (numbers or 0-d tensors) at `step`; returns them as floats."
         vals = {k: float(v.item() if hasattr(v, 'item') else v) for k, v in values.items() if v is not None}
         vals.update(self._throughput(int(step)))
@@ -204,7 +210,7 @@ class TrainLog:
             out[k][1].append(v)
         return out
 
-    def figure(self, findings=None, caption: str = ''):
+    def figure(self, findings: Findings | None = None, caption: str = '') -> plt.Figure:
         "The curves as a matplotlib figure; given a `Findings`, it is saved into the report as `curves_<name>`."
         fig = curves_figure({self.name: self})
         if findings is not None:
@@ -215,7 +221,7 @@ class TrainLog:
             )
         return fig
 
-    def replay(self, rows, step: str | None = 'step'):
+    def replay(self, rows: list, step: str | None = 'step') -> TrainLog:
         """Log a loop's history after the fact: `rows` is a list of dicts (as `fit_probe`, `train_queries` or an
         adapter's `.history` return); each row's numbers go in at `row[step]` (the row's index when `step` is None
         or missing)."""
@@ -228,7 +234,7 @@ class TrainLog:
             if self.wandb is not None and vals: self.wandb.log(vals, step=int(s))
         return self
 
-    def close(self):
+    def close(self) -> None:
         "Flush and close the event file, the progress bar and the W&B run."
         if self.writer is not None:
             self.writer.flush()
@@ -242,7 +248,7 @@ class TrainLog:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-def curves_figure(logs: dict):
+def curves_figure(logs: dict) -> plt.Figure:
     "One panel per kind of scalar (loss, validation, learning rate, throughput), one line per log and tag."
     import matplotlib.pyplot as plt
     panels = {}
@@ -261,7 +267,8 @@ def curves_figure(logs: dict):
     return fig
 
 # %% ../nbs/lib/tracking.ipynb #f09d8a8e
-def log_curves(findings, name: str, rows, step: str | None = 'step', config: dict | None = None) -> TrainLog:
+def log_curves(findings: Findings | None, name: str, rows: list, step: str | None = 'step',
+               config: dict | None = None) -> TrainLog:
     """Replay a finished loop's history `rows` into `findings.run_dir/tensorboard/<name>` and the report
     (`curves_<name>`)."""
     log = TrainLog(findings.run_dir, name, config=config)
