@@ -182,7 +182,7 @@ def environment_info() -> dict:
     )
 
 # %% ../nbs/lib/findings.ipynb #5824a344
-def is_random_preset(name) -> bool: return str(name).startswith('tiny') or str(name).startswith('random:')
+def is_random_preset(name: str) -> bool: return str(name).startswith('tiny') or str(name).startswith('random:')
 
 class RecordedWarning(UserWarning):
     "A warning that the report of the run it happens in must list (a video missing frames, say): see `warn_and_record`."
@@ -285,7 +285,7 @@ class Findings:
         "A sub-experiment summary (markdown)."
         self.sections.append((title, text.strip()))
 
-    def note(self, text): self.notes.append(text)
+    def note(self, text: str) -> None: self.notes.append(text)
 
     def skip(self, item: str, reason: object) -> None:
         "Record an input that was skipped (a broken file, say): listed and counted in the report."
@@ -297,7 +297,7 @@ class Findings:
         for item, reason in (skipped.items() if isinstance(skipped, dict) else skipped): self.skip(item, reason)
         return len(self.skipped)
 
-    def time(self, name, seconds): self.timings[name] = float(seconds)
+    def time(self, name: str, seconds: float) -> None: self.timings[name] = float(seconds)
 
     def table(self, data: Any, name: str, caption: str = '') -> Any:
         """A table (DataFrame or list of dicts): saved as CSV and rendered in the report; in a notebook it is
