@@ -151,13 +151,24 @@ def closest_names(name: str, names: Iterable[str], n: int = 1, cutoff: float = 0
     return [m for m in ranked if score(m)[0] or score(m)[1] >= cutoff][:n]
 
 # %% ../nbs/lib/params.ipynb #1b060596
+def _depth_config(vlm: str):
+    """The config `check_layer_depth` reads: `vlm`'s own; offline without it in the cache, the preset of the same
+    Qwen2.5-VL size (`random:7b`, `random:3b`: the same architecture); else None (the load will say what is missing)."""
+    from foresight.models import vlm_config, ModelUnavailable
+    try: return vlm_config(vlm)
+    except ModelUnavailable:
+        low = str(vlm).lower()
+        size = next((s for s in ('7b', '3b') if any(f'{c}{s}' in low for c in '-_/')), None)
+        return vlm_config(f'random:{size}') if size else None
+
 def check_layer_depth(layer: str | tuple, vlm: str, name: str = 'layer') -> str | tuple:
     """`layer` unchanged if the VLM `vlm` has it, else a `ParamError`: a vision block `k` must lie in
     `0..depth-1`, `llm:k` in `-(L+1)..L` (hidden states of the embeddings and L layers); `pre_merge` and
     `post_merge` always exist. A list (`LayerSpec(many=True)`) is checked item by item. Reads only the config
-    (`models.vlm_config`), never the weights."""
-    from foresight.models import vlm_config
-    cfg = vlm_config(vlm)
+    (`models.vlm_config`), never the weights; offline, a Qwen2.5-VL checkpoint that is not cached is checked
+    against the preset of its size."""
+    cfg = _depth_config(vlm)
+    if cfg is None: return layer
     for one in (layer if isinstance(layer, (list, tuple)) else [layer]):
         try: check_layer(one, cfg)
         except IndexError as e:
