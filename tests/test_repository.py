@@ -108,7 +108,7 @@ def _cycles(g: dict) -> set:
 
 # `foresight report` asks E1.6 for the C1 decision and E1.6 reads notebook defaults through cli: the one cycle left
 # (issue 14); any other is a regression.
-KNOWN_CYCLES = {('ablations', 'cli')}
+KNOWN_CYCLES = set()
 
 def test_no_new_import_cycle():
     "Modules import one way (extraction and fastvision share foresight.order instead of importing each other)."
