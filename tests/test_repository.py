@@ -106,8 +106,7 @@ def _cycles(g: dict) -> set:
                 elif w not in path: stack.append((w, path + [w]))
     return out
 
-# `foresight report` asks E1.6 for the C1 decision and E1.6 reads notebook defaults through cli: the one cycle left
-# (issue 14); any other is a regression.
+# None is left: the C1 decision moved to foresight.decisions, which cli and ablations both import (issue 14).
 KNOWN_CYCLES = set()
 
 def test_no_new_import_cycle():
