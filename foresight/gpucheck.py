@@ -51,7 +51,7 @@ import json as _j, pathlib as _p, torch as _t
 _p.Path(run_dir, 'gpu_peak.json').write_text(_j.dumps(dict(
     peak_gib=_t.cuda.max_memory_reserved() / 2**30 if _t.cuda.is_available() else None)))"""
 
-def with_peak_cell(nb, dst) -> Path:
+def with_peak_cell(nb: str | Path, dst: str | Path) -> Path:
     "A copy of notebook `nb` at `dst` with `PEAK_CELL` appended."
     import nbformat
     book = nbformat.read(str(nb), as_version=4)
@@ -72,7 +72,7 @@ def run_problems(results: dict) -> list:
     return out
 
 # %% ../nbs/lib/gpucheck.ipynb #adef58d1
-def slowest_cells(executed, n: int = 3) -> list:
+def slowest_cells(executed: str | Path, n: int = 3) -> list:
     "The `n` slowest cells of an executed notebook (papermill's durations): `[{cell, seconds, code}]`."
     import nbformat
     try: book = nbformat.read(str(executed), as_version=4)
@@ -82,14 +82,15 @@ def slowest_cells(executed, n: int = 3) -> list:
             for i, c in enumerate(book.cells) if c.cell_type == 'code']
     return sorted(rows, key=lambda r: -r['seconds'])[:n]
 
-def check_notebook(nb, params: dict, work, timeout: float | None = None) -> dict:
+def check_notebook(nb: str | Path, params: dict, work: str | Path, timeout: float | None = None) -> dict:
     """Run notebook `nb` through papermill with `params` (its findings go to `work/<stem>/`) and return
     `{notebook, params, passed, error, seconds, peak_gib, recommendation, slowest}` (the recommendation of its
     findings: with random weights, PROCEED would be a false positive). Never raises for a failing notebook."""
     import papermill as pm
     nb, work = Path(nb), Path(work)
     run_dir = work/nb.stem
-    shutil.rmtree(run_dir, ignore_errors=True); run_dir.mkdir(parents=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
     src = with_peak_cell(nb, work/f'.{nb.stem}.input.ipynb')
     error, rec, t0 = None, None, time.time()
     try:
@@ -103,7 +104,8 @@ def check_notebook(nb, params: dict, work, timeout: float | None = None) -> dict
         res = run_dir/'results.json'
         if not res.exists(): error = 'the notebook ended without writing results.json'
         else:
-            out = json.loads(res.read_text()); rec = out.get('recommendation')
+            out = json.loads(res.read_text())
+            rec = out.get('recommendation')
             problems = run_problems(out)
             if problems: error = 'the run ended, but: ' + '; '.join(problems)
     peak = run_dir/'gpu_peak.json'
@@ -136,7 +138,7 @@ def device_description() -> str:
         except Exception: pass
     return f"{gpu}; {', '.join(vs)}"
 
-def merge_record(path, entries: list, device: str, commit: str) -> dict:
+def merge_record(path: str | Path, entries: list, device: str, commit: str) -> dict:
     "The record at `path` with `entries` replacing those of the same notebooks (in notebook order), written atomically."
     path = Path(path)
     rec = json.loads(path.read_text()) if path.exists() else {}
@@ -151,18 +153,28 @@ def merge_record(path, entries: list, device: str, commit: str) -> dict:
 def record_markdown(rec: dict) -> str:
     "The record as a markdown table."
     nbs = rec['notebooks']
-    L = [f"# GPU check: every notebook at full size", '',
-         f"Device: {rec['device']}  ", f"Date: {rec['date']}  ", f"Commit of the newest entry: `{rec['commit'][:7]}` (each notebook's own is in its row)  ",
-         f"Passed: {sum(e['passed'] for e in nbs)} of {len(nbs)}", '',
-         '| notebook | parameters | passed | seconds | peak GPU GiB | recommendation | commit | error |',
-         '|---|---|---|---|---|---|---|---|']
+    L = [
+        f"# GPU check: every notebook at full size",
+        '',
+        f"Device: {rec['device']}  ",
+        f"Date: {rec['date']}  ",
+        f"Commit of the newest entry: `{rec['commit'][:7]}` (each notebook's own is in its row)  ",
+        f"Passed: {sum(e['passed'] for e in nbs)} of {len(nbs)}",
+        '',
+        '| notebook | parameters | passed | seconds | peak GPU GiB | recommendation | commit | error |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
     for e in nbs:
         ps = ' '.join(f'{k}={v}' for k, v in e['params'].items())
         err = (e.get('error') or '').replace('|', '/').replace('\n', ' ')[:200]
         L.append(f"| {e['notebook']} | `{ps}` | {'yes' if e['passed'] else '**no**'} | {e['seconds']} | "
                  f"{e['peak_gib'] if e['peak_gib'] is not None else '—'} | {e.get('recommendation') or '—'} | "
                  f"`{str(e.get('commit', ''))[:7]}` | {err} |")
-    L += ['', 'Re-run: `make gpu-check` (or `python -m foresight.gpucheck --part i/3`, each part under 10 minutes).', '']
+    L += [
+        '',
+        'Re-run: `make gpu-check` (or `python -m foresight.gpucheck --part i/3`, each part under 10 minutes).',
+        '',
+    ]
     return '\n'.join(L)
 
 # %% ../nbs/lib/gpucheck.ipynb #f8152257
@@ -171,13 +183,16 @@ def split_parts(names: list, n: int, seconds: dict | None = None) -> list:
     w = [max(float((seconds or {}).get(k) or 1.0), 1.0) for k in names]
     total, parts, acc, cur = sum(w), [], 0.0, []
     for k, x in zip(names, w):
-        cur.append(k); acc += x
-        if acc >= total * (len(parts) + 1) / n and len(parts) < n - 1: parts.append(cur); cur = []
+        cur.append(k)
+        acc += x
+        if acc >= total * (len(parts) + 1) / n and len(parts) < n - 1:
+            parts.append(cur)
+            cur = []
     parts.append(cur)
     return parts + [[] for _ in range(n - len(parts))]
 
 # %% ../nbs/lib/gpucheck.ipynb #574f4082
-def numbered_notebooks(nbs=None) -> dict:
+def numbered_notebooks(nbs: str | Path | None = None) -> dict:
     "`{stem: path}` of the numbered notebooks (`NN_*.ipynb`)."
     nbs = Path(nbs or project_root()/'nbs')
     return {p.stem: p for p in sorted(nbs.glob('[0-9][0-9]_*.ipynb'))}
@@ -191,19 +206,22 @@ def select(names: list, only: str = '') -> list:
     if missing: raise SystemExit(f"gpucheck: no notebook matches {', '.join(missing)}; known: {', '.join(names)}")
     return out
 
-def bad_settings(settings: dict, nbs=None) -> list:
+def bad_settings(settings: dict, nbs: str | Path | None = None) -> list:
     "Every notebook without settings, and every setting that is not one of its notebook's parameters."
     import papermill as pm
     out = []
     for stem, path in numbered_notebooks(nbs).items():
-        if stem not in settings: out.append(f"{stem}: no full-size settings"); continue
+        if stem not in settings:
+            out.append(f"{stem}: no full-size settings")
+            continue
         known = pm.inspect_notebook(str(path))
         out += [f"{stem}: {k} is not a parameter" for k in settings[stem] if k not in known]
     return out
 
 # %% ../nbs/lib/gpucheck.ipynb #3253402f
-def check(only: str = '', part: str = '', cpu: bool = False, out=None, work=None, resume: bool = False,
-          nbs=None, settings: dict | None = None, timeout: float | None = None, jobs: int = 1) -> dict:
+def check(only: str = '', part: str = '', cpu: bool = False, out: str | Path | None = None,
+          work: str | Path | None = None, resume: bool = False, nbs: str | Path | None = None,
+          settings: dict | None = None, timeout: float | None = None, jobs: int = 1) -> dict:
     """Run the check and return the record. `cpu=True` runs the notebooks' own (tiny) defaults, for
     tests; `part='i/n'` one part; `resume` skips notebooks that already passed at this commit; `jobs`
     notebooks run at once, each in its own process."""
@@ -238,10 +256,12 @@ def check(only: str = '', part: str = '', cpu: bool = False, out=None, work=None
         for fu in as_completed(futs): done(fu.result())
     return rec
 
-def main(argv=None):
+def main(argv: list | None = None) -> int:
     ap = argparse.ArgumentParser(prog='python -m foresight.gpucheck', description=__doc__)
     ap.add_argument('--only', default='', help='comma-separated notebooks (stems or numbers); default all')
-    ap.add_argument('--part', default='', help='i/n: the i-th of n parts (each under 10 minutes on an H100/H200 for n=3)')
+    ap.add_argument(
+        '--part', default='', help='i/n: the i-th of n parts (each under 10 minutes on an H100/H200 for n=3)'
+    )
     ap.add_argument('--cpu', action='store_true', help="the notebooks' tiny defaults instead of the full-size settings")
     ap.add_argument('--resume', action='store_true', help='skip notebooks that already passed at this commit')
     ap.add_argument('--out', default=None, help='folder of the record (default reports/gpu)')

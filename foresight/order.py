@@ -41,7 +41,8 @@ def units_to_rowmajor(x: torch.Tensor, grid_thw, merge: int = MERGE) -> list:
         i += n
     return out
 
-def window_to_rowmajor(x: torch.Tensor, grid_thw, window_size: int, patch_size: int = PATCH, merge: int = MERGE) -> list:
+def window_to_rowmajor(x: torch.Tensor, grid_thw, window_size: int, patch_size: int = PATCH,
+                       merge: int = MERGE) -> list:
     "The vision tower's window-ordered patch tokens `(N, C)` → one `(t, h, w, C)` grid per clip."
     wi = vision_window_index(grid_thw, window_size, patch_size, merge).to(x.device)
     units = x.reshape(len(wi), merge * merge, -1)[torch.argsort(wi)].reshape(x.shape[0], -1)

@@ -34,7 +34,8 @@ def one_cpu_thread(device):
     finally: torch.set_num_threads(n)
 
 def rank_world() -> tuple:
-    "`(rank, world size)` from `torch.distributed` when initialised, else from torchrun's RANK/WORLD_SIZE, else `(0, 1)`."
+    """`(rank, world size)` from `torch.distributed` when initialised, else from torchrun's RANK/WORLD_SIZE, else `(0,
+    1)`."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))

@@ -12,27 +12,31 @@ __all__ = ['P_PRIMARY', 'P_SECONDARY', 'as_sample', 'paired_differences', 'paire
 # %% ../nbs/lib/stats.ipynb #64414b44
 import math
 import numpy as np
+from numpy.typing import ArrayLike
+from typing import Callable
 from scipy import stats as _ss
 
 P_PRIMARY = 0.01     # the plans' threshold for a primary comparison
 P_SECONDARY = 0.05   # ... and for a secondary one
 
 # %% ../nbs/lib/stats.ipynb #73a55faa
-def as_sample(x, name='x') -> np.ndarray:
+def as_sample(x: ArrayLike, name: str = 'x') -> np.ndarray:
     "`x` (list, numpy array or torch tensor) as a float64 numpy array; NaN/Inf is an error naming `name`."
     if hasattr(x, 'detach'): x = x.detach().cpu().numpy()
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 0: raise ValueError(f"{name}: expected a sample (one value per item), got a scalar")
-    if not np.isfinite(a).all(): raise ValueError(f"{name}: {int((~np.isfinite(a)).sum())} NaN/Inf value(s); drop or fix those items first")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: {int((~np.isfinite(a)).sum())} NaN/Inf value(s); drop or fix those items first")
     return a
 
-def paired_differences(a, b=None) -> np.ndarray:
+def paired_differences(a: ArrayLike, b: ArrayLike | None = None) -> np.ndarray:
     "`a - b` item by item (or `a` itself when `b` is None), checked: 1-D, equal lengths, at least 2 items."
     a = as_sample(a, 'a')
     if a.ndim != 1: raise ValueError(f"a: expected one value per item (1-D), got shape {a.shape}")
     if b is not None:
         b = as_sample(b, 'b')
-        if b.shape != a.shape: raise ValueError(f"paired samples must have one value per item in both: got {a.shape} and {b.shape}")
+        if b.shape != a.shape:
+            raise ValueError(f"paired samples must have one value per item in both: got {a.shape} and {b.shape}")
         a = a - b
     if len(a) < 2: raise ValueError(f"a paired comparison needs at least 2 items, got {len(a)}")
     return a
@@ -44,10 +48,11 @@ def _p_from(dist, stat, alternative):
     if alternative == 'less': return float(dist.cdf(stat))
     raise ValueError(f"alternative={alternative!r}: use 'two-sided', 'greater' or 'less'")
 
-def paired_ttest(a, b=None, alternative: str = 'two-sided') -> dict:
+def paired_ttest(a: ArrayLike, b: ArrayLike | None = None, alternative: str = 'two-sided') -> dict:
     """Paired t-test of `mean(a - b) = 0` (one-sample test of `a` when `b` is None): `{t, p, df, mean, se}`.
     `alternative='greater'` tests `a > b`. Zero spread with a non-zero mean gives t = ±inf, p = 0."""
-    d = paired_differences(a, b); n = len(d)
+    d = paired_differences(a, b)
+    n = len(d)
     m, se = d.mean(), d.std(ddof=1) / math.sqrt(n)
     if se == 0: t = math.copysign(math.inf, m) if m != 0 else math.nan
     else: t = m / se
@@ -57,30 +62,42 @@ def paired_ttest(a, b=None, alternative: str = 'two-sided') -> dict:
 # %% ../nbs/lib/stats.ipynb #47271926
 def wilcoxon_null_pmf(n: int) -> np.ndarray:
     "The exact null distribution of `W+` for `n` untied, non-zero differences: `pmf[w] = P(W+ = w)`."
-    pmf = np.zeros(n * (n + 1) // 2 + 1); pmf[0] = 1.0
+    pmf = np.zeros(n * (n + 1) // 2 + 1)
+    pmf[0] = 1.0
     for k in range(1, n + 1):                      # rank k joins the positive set or not, with probability 1/2
-        shifted = np.zeros_like(pmf); shifted[k:] = pmf[:-k]
+        shifted = np.zeros_like(pmf)
+        shifted[k:] = pmf[:-k]
         pmf = (pmf + shifted) / 2
     return pmf
 
-def wilcoxon(a, b=None, alternative: str = 'two-sided', method: str = 'auto') -> dict:
+def wilcoxon(a: ArrayLike, b: ArrayLike | None = None, alternative: str = 'two-sided', method: str = 'auto') -> dict:
     """Wilcoxon signed-rank test of `a - b` (or `a`) symmetric about 0: `{w_plus, p, n, method, z}`.
     `method`: `exact` (no ties or zeros), `asymptotic` (normal, tie-corrected), or `auto` (exact when
     possible and n <= 50). Zeros are dropped; `n` counts the rest."""
     d = paired_differences(a, b)
-    if method not in ('auto', 'exact', 'asymptotic'): raise ValueError(f"method={method!r}: use 'auto', 'exact' or 'asymptotic'")
-    if alternative not in ('two-sided', 'greater', 'less'): raise ValueError(f"alternative={alternative!r}: use 'two-sided', 'greater' or 'less'")
-    zeros = int((d == 0).sum()); d = d[d != 0]; n = len(d)
+    if method not in ('auto', 'exact', 'asymptotic'):
+        raise ValueError(f"method={method!r}: use 'auto', 'exact' or 'asymptotic'")
+    if alternative not in ('two-sided', 'greater', 'less'):
+        raise ValueError(f"alternative={alternative!r}: use 'two-sided', 'greater' or 'less'")
+    zeros = int((d == 0).sum())
+    d = d[d != 0]
+    n = len(d)
     if n == 0: return dict(w_plus=0.0, p=1.0, n=0, method='none', z=0.0)
     r = _ss.rankdata(np.abs(d))
     w = float(r[d > 0].sum())
-    _, counts = np.unique(np.abs(d), return_counts=True); ties = bool((counts > 1).any())
+    _, counts = np.unique(np.abs(d), return_counts=True)
+    ties = bool((counts > 1).any())
     if method == 'auto': method = 'exact' if (n <= 50 and not ties and not zeros) else 'asymptotic'
     mean, var = n * (n + 1) / 4, n * (n + 1) * (2 * n + 1) / 24 - (counts ** 3 - counts).sum() / 48
     z = (w - mean) / math.sqrt(var)
     if method == 'exact':
-        pmf = wilcoxon_null_pmf(n); cdf = np.cumsum(pmf)
-        lo, hi = float(cdf[int(math.ceil(w))]), float(1 - (cdf[int(math.floor(w)) - 1] if w >= 1 else 0.0))   # P(W+ <= w), P(W+ >= w)
+        pmf = wilcoxon_null_pmf(n)
+        cdf = np.cumsum(pmf)
+        # P(W+ <= w), P(W+ >= w)
+        lo, hi = (
+            float(cdf[int(math.ceil(w))]),
+            float(1 - (cdf[int(math.floor(w)) - 1] if w >= 1 else 0.0)),
+        )
         p = {'less': lo, 'greater': hi, 'two-sided': min(1.0, 2 * min(lo, hi))}[alternative]
     else: p = _p_from(_ss.norm(), z, alternative)
     return dict(w_plus=w, p=float(p), n=n, method=method, z=float(z))
@@ -88,31 +105,41 @@ def wilcoxon(a, b=None, alternative: str = 'two-sided', method: str = 'auto') ->
 # %% ../nbs/lib/stats.ipynb #1b41d70b
 def _mean1(s): return s.mean(1)
 
-def bootstrap_distribution(x, stat=None, n_boot: int = 10000, seed: int = 0, chunk_elems: int = 2 ** 22) -> np.ndarray:
+def bootstrap_distribution(x: ArrayLike, stat: Callable | None = None, n_boot: int = 10000, seed: int = 0,
+                           chunk_elems: int = 2 ** 22) -> np.ndarray:
     "`n_boot` values of `stat` on resamples (with replacement, along axis 0) of `x`; vectorised, in chunks."
-    x = as_sample(x); stat = stat or _mean1; n = len(x)
-    rng = np.random.default_rng(seed); out = []
+    x = as_sample(x)
+    stat = stat or _mean1
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    out = []
     step = max(1, chunk_elems // max(1, x.size))
     for s in range(0, n_boot, step):
         idx = rng.integers(0, n, size=(min(step, n_boot - s), n))
         out.append(np.asarray(stat(x[idx]), dtype=np.float64).reshape(-1))
     return np.concatenate(out)
 
-def jackknife_values(x, stat=None, chunk_elems: int = 2 ** 22) -> np.ndarray:
+def jackknife_values(x: ArrayLike, stat: Callable | None = None, chunk_elems: int = 2 ** 22) -> np.ndarray:
     "The `n` leave-one-out values of `stat`, vectorised like the bootstrap."
-    x = as_sample(x); stat = stat or _mean1; n = len(x)
+    x = as_sample(x)
+    stat = stat or _mean1
+    n = len(x)
     k, i = np.arange(n - 1)[None, :], np.arange(n)[:, None]
     keep = np.where(k < i, k, k + 1)                                   # row i: every index but i
-    step = max(1, chunk_elems // max(1, x.size)); out = []
+    step = max(1, chunk_elems // max(1, x.size))
+    out = []
     for s in range(0, n, step): out.append(np.asarray(stat(x[keep[s:s + step]]), dtype=np.float64).reshape(-1))
     return np.concatenate(out)
 
-def bootstrap_ci(x, stat=None, level: float = 0.95, n_boot: int = 10000, method: str = 'bca', seed: int = 0) -> tuple:
+def bootstrap_ci(x: ArrayLike, stat: Callable | None = None, level: float = 0.95, n_boot: int = 10000,
+                 method: str = 'bca', seed: int = 0) -> tuple:
     """`(lo, hi)`: a `level` bootstrap confidence interval of `stat` (default: the mean) of the sample `x`
     (items along axis 0). `method` is `bca` (bias-corrected and accelerated) or `percentile`."""
     if method not in ('bca', 'percentile'): raise ValueError(f"method={method!r}: use 'bca' or 'percentile'")
-    if not 0 < level < 1: raise ValueError(f"level={level}: a confidence level lies strictly between 0 and 1, e.g. 0.95")
-    x = as_sample(x); stat = stat or _mean1
+    if not 0 < level < 1:
+        raise ValueError(f"level={level}: a confidence level lies strictly between 0 and 1, e.g. 0.95")
+    x = as_sample(x)
+    stat = stat or _mean1
     if len(x) < 2: raise ValueError(f"a bootstrap needs at least 2 items, got {len(x)}")
     boot = bootstrap_distribution(x, stat, n_boot, seed)
     alpha = np.array([(1 - level) / 2, (1 + level) / 2])
@@ -120,7 +147,8 @@ def bootstrap_ci(x, stat=None, level: float = 0.95, n_boot: int = 10000, method:
         theta = float(np.asarray(stat(x[None])).reshape(-1)[0])
         if np.all(boot == boot[0]): return (theta, theta)
         z0 = _ss.norm.ppf(np.clip(((boot < theta).sum() + 0.5 * (boot == theta).sum()) / len(boot), 1e-12, 1 - 1e-12))
-        j = jackknife_values(x, stat); dj = j.mean() - j
+        j = jackknife_values(x, stat)
+        dj = j.mean() - j
         den = 6 * (dj ** 2).sum() ** 1.5
         acc = (dj ** 3).sum() / den if den > 0 else 0.0
         za = _ss.norm.ppf(alpha)
@@ -129,34 +157,44 @@ def bootstrap_ci(x, stat=None, level: float = 0.95, n_boot: int = 10000, method:
     return (float(lo), float(hi))
 
 # %% ../nbs/lib/stats.ipynb #5289873d
-def ci_coverage(sampler, truth, n_sims: int = 200, seed: int = 0, **kw) -> float:
+def ci_coverage(sampler: Callable, truth: float, n_sims: int = 200, seed: int = 0, **kw) -> float:
     "The share of `n_sims` bootstrap CIs (`bootstrap_ci(sampler(rng), **kw)`) that contain `truth`."
-    rng = np.random.default_rng(seed); hits = 0
+    rng = np.random.default_rng(seed)
+    hits = 0
     for i in range(n_sims):
-        lo, hi = bootstrap_ci(sampler(rng), seed=seed + i, **kw); hits += lo <= truth <= hi
+        lo, hi = bootstrap_ci(sampler(rng), seed=seed + i, **kw)
+        hits += lo <= truth <= hi
     return hits / n_sims
 
 # %% ../nbs/lib/stats.ipynb #97b3abb4
-def cohens_d(a, b=None) -> float:
+def cohens_d(a: ArrayLike, b: ArrayLike | None = None) -> float:
     "Cohen's d for paired samples (d_z): `mean(a - b) / sd(a - b)` (`a` alone: `mean(a) / sd(a)`)."
-    d = paired_differences(a, b); sd = d.std(ddof=1)
+    d = paired_differences(a, b)
+    sd = d.std(ddof=1)
     return float(d.mean() / sd) if sd > 0 else (math.copysign(math.inf, d.mean()) if d.mean() != 0 else 0.0)
 
 # %% ../nbs/lib/stats.ipynb #ddacc01c
-def compare_paired(a, b, alternative: str = 'two-sided', primary: bool = True, level: float = 0.95,
-                   n_boot: int = 10000, ci_method: str = 'bca', seed: int = 0, names=('a', 'b')) -> dict:
+def compare_paired(a: ArrayLike, b: ArrayLike, alternative: str = 'two-sided', primary: bool = True,
+                   level: float = 0.95, n_boot: int = 10000, ci_method: str = 'bca', seed: int = 0,
+                   names: tuple = ('a', 'b')) -> dict:
     """A paired comparison of `a` and `b` (one value per item each): `{n, mean_a, mean_b, delta, ci,
     t, p_t, p_wilcoxon, d, p, alpha, significant, level_reached, verdict}`. `delta = mean(a - b)`,
     `ci` its bootstrap interval; `p` is the larger of the two tests' p-values; `alpha` is
     `P_PRIMARY` (primary comparison) or `P_SECONDARY`; `names` label `a` and `b` in the verdict."""
     d = paired_differences(a, b)
     t, w = paired_ttest(d, alternative=alternative), wilcoxon(d, alternative=alternative)
-    p = max(t['p'], w['p']); alpha = P_PRIMARY if primary else P_SECONDARY
+    p = max(t['p'], w['p'])
+    alpha = P_PRIMARY if primary else P_SECONDARY
     reached = 'primary' if p < P_PRIMARY else ('secondary' if p < P_SECONDARY else 'none')
-    delta = float(d.mean()); sign = '>' if delta > 0 else ('<' if delta < 0 else '=')
+    delta = float(d.mean())
+    sign = '>' if delta > 0 else ('<' if delta < 0 else '=')
     sig = p < alpha
-    floor = 2 * 0.5 ** w['n'] if alternative == 'two-sided' else 0.5 ** w['n']   # the exact test's smallest attainable p
-    note = f"; with {w['n']} non-zero differences the Wilcoxon test cannot go below p = {floor:.2g}" if w['method'] == 'exact' and floor >= alpha else ''
+    floor = 2 * 0.5 ** w['n'] if alternative == 'two-sided' else 0.5 ** w['n']  # the exact test's smallest attainable p
+    note = (
+        f"; with {w['n']} non-zero differences the Wilcoxon test cannot go below p = {floor:.2g}"
+        if w['method'] == 'exact' and floor >= alpha
+        else ''
+    )
     verdict = (f"{names[0]} {sign} {names[1]} (Δ = {delta:.4g}), significant at p < {alpha:g}" if sig else
                f"no significant difference at p < {alpha:g} (Δ = {delta:.4g})") + \
               f" [t-test p = {t['p']:.2g}, Wilcoxon p = {w['p']:.2g}, n = {len(d)}{note}]"

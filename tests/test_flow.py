@@ -1,6 +1,6 @@
 """The researcher's workflow (issue 19): config files, training curves as TensorBoard events, --dry-run,
 parallel sweeps through submitit."""
-import json, os, sys, time
+import json, os, time
 from pathlib import Path
 import pytest
 
@@ -27,18 +27,21 @@ def test_config_matches_notebook_parameters(cfg):
 def test_config_values_from_the_plans():
     from foresight.cli import load_config
     c = load_config(ROOT/'configs'/'e3_2_ssv2.yaml')
-    assert (c['context'], c['size'], c['n_queries'], c['lr'], c['steps'], c['warmup']) == (16, 224, 32, 1e-4, 50000, 500)
+    assert (c['context'], c['size'], c['n_queries'], c['lr'], c['steps'], c['warmup']) == (16, 224, 32, 1e-4, 50000,
+            500)
     assert load_config(ROOT/'configs'/'e3_4_ssv2.yaml')['horizons'] == '1,3,5,8,10'
     assert load_config(ROOT/'configs'/'q1_default.yaml')['n_samples'] == 450
 
 def test_bad_config_fails_before_anything_starts(tmp_path, reports, capsys):
     from foresight.cli import main
-    bad = tmp_path/'e3_2_bad.yaml'; bad.write_text('stpes: 3\n')
+    bad = tmp_path/'e3_2_bad.yaml'
+    bad.write_text('stpes: 3\n')
     assert main(['run', 'e3_2', '-f', str(bad)]) == 2
     assert 'did you mean steps' in capsys.readouterr().err and not reports.exists()
     bad.write_text('size: 50\n')             # a value the notebook refuses: caught by --dry-run without a kernel
     assert main(['run', 'e3_2', '-f', str(bad), '--dry-run']) == 2 and 'size' in capsys.readouterr().err
-    other = tmp_path/'e1_2_x.yaml'; other.write_text('lr: 0.1\n')
+    other = tmp_path/'e1_2_x.yaml'
+    other.write_text('lr: 0.1\n')
     assert main(['run', 'e3_2', '-f', str(other), '--dry-run']) == 2 and 'is for e1_2_probe' in capsys.readouterr().err
 
 def test_flags_override_the_file(reports, capsys):
@@ -52,7 +55,8 @@ def test_papermill_reads_a_config(tmp_path):
     import papermill as pm, yaml
     cfg = ROOT/'configs'/'e3_2_ssv2.yaml'
     out = tmp_path/'out.ipynb'
-    pm.execute_notebook(str(ROOT/'nbs'/'09_e3_2_next_frame.ipynb'), str(out), parameters=yaml.safe_load(cfg.read_text()),
+    pm.execute_notebook(str(ROOT/'nbs'/'09_e3_2_next_frame.ipynb'), str(out),
+                        parameters=yaml.safe_load(cfg.read_text()),
                         prepare_only=True, kernel_name='python3')
     nb = json.loads(out.read_text())
     injected = next(''.join(c['source']) for c in nb['cells'] if 'injected-parameters' in c['metadata'].get('tags', []))
@@ -70,14 +74,16 @@ def test_dry_run_estimates_and_starts_nothing(reports, capsys, monkeypatch):
     assert cli.main(['run', 'e3_2', '-f', str(ROOT/'configs'/'e3_2_ssv2.yaml'), '--dry-run']) == 0
     out = capsys.readouterr().out
     assert time.time() - t0 < 20
-    assert 'GPU time' in out and 'disk' in out and 'clips:  174913' in out and 'ssv2:/data/something-something-v2' in out
+    assert 'GPU time' in out and 'disk' in out and 'clips:  174913' in out
+    assert 'ssv2:/data/something-something-v2' in out
     assert not reports.exists()                  # no run folder, no cache
     assert 'vision tower' in out and 'query training through the LLM (prefix)' in out
 
 def test_estimate_scales_with_the_work():
     "Twice the clips, twice the extraction time; the rates come from reports/bench."
     from foresight.cli import bench_rates, estimate, check_values, resolve_experiment
-    nb = resolve_experiment('e3_2')[1]; r = bench_rates()
+    nb = resolve_experiment('e3_2')[1]
+    r = bench_rates()
     P = check_values(nb, dict(vlm='random:7b', context=16, size=224, n_train=1000, n_val=1000, n_test=1000))
     Q = check_values(nb, dict(vlm='random:7b', context=16, size=224, n_train=2000, n_val=2000, n_test=2000))
     a, b = estimate('e3_2_next_frame', P, r), estimate('e3_2_next_frame', Q, r)
@@ -91,15 +97,22 @@ def _tiny_loop(run_dir, backend):
     import torch
     from foresight.tracking import TrainLog
     torch.manual_seed(0)
-    x = torch.randn(32, 3); y = x @ torch.tensor([1., 2., -1.])
-    w = torch.zeros(3, requires_grad=True); opt = torch.optim.Adam([w], lr=0.1)
+    x = torch.randn(32, 3)
+    y = x @ torch.tensor([1., 2., -1.])
+    w = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, 10, 0.5)
     losses = {}
     with TrainLog(run_dir, 'probe', batch_size=32, tensorboard=backend, wandb=False) as log:
         for step in log.bar(range(40), disable=True):
-            loss = ((x @ w - y) ** 2).mean(); opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+            loss = ((x @ w - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
             if step % 4 == 0:
-                log.scalars(step, loss=loss, lr=sched.get_last_lr()[0]); losses[step] = loss.item()
+                log.scalars(step, loss=loss, lr=sched.get_last_lr()[0])
+                losses[step] = loss.item()
         log.scalars(40, val_mse=((x @ w - y) ** 2).mean())
     return log, losses
 
@@ -111,7 +124,8 @@ def test_training_loop_leaves_tensorboard_events(tmp_path, backend):
     assert backend == 'builtin' or log.backend == 'torch'
     files = list((tmp_path/'tensorboard'/'probe').glob('events.out.tfevents.*'))
     assert len(files) == 1
-    acc = EventAccumulator(str(tmp_path/'tensorboard'/'probe')); acc.Reload()
+    acc = EventAccumulator(str(tmp_path/'tensorboard'/'probe'))
+    acc.Reload()
     tags = set(acc.Tags()['scalars'])
     assert {'loss', 'lr', 'val_mse', 'throughput/steps_per_s', 'throughput/items_per_s'} <= tags
     got = {e.step: e.value for e in acc.Scalars('loss')}
@@ -141,7 +155,8 @@ def test_nothing_breaks_without_tensorboard_or_wandb(tmp_path, monkeypatch):
     from foresight.tracking import TrainLog
     with pytest.warns(UserWarning, match='wandb is not installed'):
         log = TrainLog(tmp_path, 'x')
-    log.scalars(0, loss=1.0); log.close()
+    log.scalars(0, loss=1.0)
+    log.close()
     assert log.backend == 'builtin' and list((tmp_path/'tensorboard'/'x').glob('events.out.tfevents.*'))
 
 
@@ -150,7 +165,8 @@ TINY = ['-p', 'n_train', '8', '-p', 'n_val', '4', '-p', 'eval_every', '3', '-p',
 
 @pytest.mark.slow
 def test_local_executor_sweep_matches_sequential(tmp_path, monkeypatch):
-    """(About 110 s on a 2-core CPU: four tiny E3.2 runs, each mostly kernel start-up.) Two points on two fake devices through submitit's local executor: one point per device, the same
+    """(About 110 s on a 2-core CPU: four tiny E3.2 runs, each mostly kernel start-up.) Two points on two fake devices
+    through submitit's local executor: one point per device, the same
     folder layout and the same results as the sequential sweep, and `foresight report` lists both."""
     pytest.importorskip('submitit')
     from foresight.cli import main, collect_runs
@@ -171,7 +187,8 @@ def test_local_executor_sweep_matches_sequential(tmp_path, monkeypatch):
     for ra, rb in zip(a['results'], b['results']):
         assert ra['point'] == rb['point'] and Path(rb['run']).relative_to(par) == Path(ra['run']).relative_to(seq)
         assert diff_results(ra['results'], rb['results']) == []
-    assert sorted(r['path'] for r in collect_runs(par)['finished']) == ['e3_2_next_frame/s/steps=2', 'e3_2_next_frame/s/steps=3']
+    assert sorted(r['path'] for r in collect_runs(par)['finished']) == ['e3_2_next_frame/s/steps=2',
+                                                                        'e3_2_next_frame/s/steps=3']
     # resumable as today: a second call finds both points finished and runs nothing
     t3 = time.time()
     assert main(['sweep', 'e3_2', '-g', 'steps=2,3', '--name', 's', '--gpus', '0,1', *TINY]) == 0
@@ -190,9 +207,12 @@ def test_slurm_launcher_submits_a_job_array(tmp_path, monkeypatch, reports):
     class Exec:
         def __init__(self, folder, cluster): seen.update(folder=folder, cluster=cluster)
         def update_parameters(self, **kw): seen.update(kw)
-        def map_array(self, fn, specs): seen['specs'] = specs; return [Job(i) for i in range(len(specs))]
+        def map_array(self, fn, specs):
+            seen['specs'] = specs
+            return [Job(i) for i in range(len(specs))]
     monkeypatch.setattr(submitit, 'AutoExecutor', Exec)
-    assert main(['sweep', 'e3_2', '-g', 'steps=2,3', '--launcher', 'slurm', '--slurm', 'partition=gpu', '--name', 's']) == 1
+    assert main(['sweep', 'e3_2', '-g', 'steps=2,3', '--launcher', 'slurm', '--slurm', 'partition=gpu', '--name',
+                 's']) == 1
     assert seen['cluster'] == 'slurm' and seen['gpus_per_node'] == 1 and seen['slurm_partition'] == 'gpu'
     assert seen['slurm_array_parallelism'] == 2 and [s['params']['steps'] for s in seen['specs']] == [2, 3]
     assert Path(seen['folder']) == reports/'e3_2_next_frame'/'s'/'.submitit'
@@ -206,10 +226,14 @@ def test_gpus_need_a_parallel_launcher(reports, capsys):
     assert not reports.exists()
 
 def test_slurm_parameters_are_submitits(tmp_path, monkeypatch):
-    "The real SlurmExecutor accepts the array's parameters and writes them into the sbatch script (a stand-in srun on PATH)."
+    """The real SlurmExecutor accepts the array's parameters and writes them into the sbatch script (a stand-in srun on
+    PATH)."""
     submitit = pytest.importorskip('submitit')
-    from foresight.cli import slurm_parameters, main
-    (tmp_path/'bin').mkdir(); srun = tmp_path/'bin'/'srun'; srun.write_text('#!/bin/sh\nexit 0\n'); srun.chmod(0o755)
+    from foresight.cli import slurm_parameters
+    (tmp_path/'bin').mkdir()
+    srun = tmp_path/'bin'/'srun'
+    srun.write_text('#!/bin/sh\nexit 0\n')
+    srun.chmod(0o755)
     monkeypatch.setenv('PATH', f"{tmp_path/'bin'}{os.pathsep}{os.environ['PATH']}")
     ex = submitit.AutoExecutor(folder=tmp_path/'sub', cluster='slurm')
     ex.update_parameters(**slurm_parameters(4, 90, dict(partition='gpu', cpus_per_task=8)))
@@ -239,10 +263,12 @@ def test_a_tiny_training_notebook_leaves_tensorboard_events(tmp_path):
     assert f'curves_{logdir.name}' in (run/'findings.md').read_text()
 
 def test_a_tiny_c3_notebook_leaves_tensorboard_events(tmp_path):
-    "E3.2 on the tiny preset: the query training's curves are in the run folder as TensorBoard events and in the report."
+    """E3.2 on the tiny preset: the query training's curves are in the run folder as TensorBoard events and in the
+    report."""
     from foresight.cli import run_experiment
     from foresight.tracking import read_scalars
-    run = run_experiment('e3_2', dict(n_train=8, n_val=4, steps=3, eval_every=1, warmup=1, batch_size=4), name='tb', root=tmp_path,
+    run = run_experiment('e3_2', dict(n_train=8, n_val=4, steps=3, eval_every=1, warmup=1, batch_size=4), name='tb',
+                         root=tmp_path,
                          quiet=True)
     sc = read_scalars(run/'tensorboard'/'queries')
     assert {'train_loss', 'val_cos', 'lr'} <= set(sc), sorted(sc)

@@ -14,10 +14,12 @@ def tiny_cuda():
 
 def test_fast_vision_matches_plain_on_gpu(tiny_cuda):
     model, proc = tiny_cuda
-    clips = [positioned_objects(1, size=112)[0].frames, moving_digits(1, frames=6, size=84)[0].frames, positioned_objects(1, size=224)[0].frames]
+    clips = [positioned_objects(1, size=112)[0].frames, moving_digits(1, frames=6, size=84)[0].frames,
+             positioned_objects(1, size=224)[0].frames]
     plain = extract_vision(model, proc, clips, blocks=(7, 24), fast=False)
     fast = extract_vision(model, proc, clips, blocks=(7, 24), fast=True, compile=True)     # compiled, fused MLP
-    ref = extract_vision(model.float(), proc, clips, blocks=(7, 24), fast=False); model.to(torch.bfloat16)
+    ref = extract_vision(model.float(), proc, clips, blocks=(7, 24), fast=False)
+    model.to(torch.bfloat16)
     for p, f, r in zip(plain, fast, ref):
         for name in ('pre_merge', 'post_merge'):
             e_plain, e_fast = rel(getattr(p, name), getattr(r, name)), rel(getattr(f, name), getattr(r, name))
@@ -35,5 +37,6 @@ def test_gpu_repeatability(tiny_cuda):
     "Same inputs, same process: identical bits on the fast path (documented GPU tolerance: see README)."
     model, proc = tiny_cuda
     f = positioned_objects(2, size=112)
-    a = extract_vision(model, proc, [c.frames for c in f], fast=True); b = extract_vision(model, proc, [c.frames for c in f], fast=True)
+    a = extract_vision(model, proc, [c.frames for c in f], fast=True)
+    b = extract_vision(model, proc, [c.frames for c in f], fast=True)
     assert all(torch.equal(x.post_merge, y.post_merge) for x, y in zip(a, b))

@@ -1,4 +1,5 @@
-"The GPU check: its settings match the notebooks, and it tells a pass from every kind of failure (CPU mode, tiny presets)."
+"""The GPU check: its settings match the notebooks, and it tells a pass from every kind of failure (CPU mode, tiny
+presets)."""
 import json
 import nbformat, pytest
 from foresight.gpucheck import FULL_SIZE, bad_settings, check, numbered_notebooks
@@ -7,7 +8,8 @@ PARAMS = 'mode = "ok"\nrun_dir = ""\n'
 CODE = '''
 import math
 from foresight.findings import Findings, NonFiniteError, check_finite
-f = Findings("toy", "Toy", "Does the check tell a pass from a failure?", dict(mode=mode, run_dir=run_dir), run_dir=run_dir)
+f = Findings("toy", "Toy", "Does the check tell a pass from a failure?", dict(mode=mode, run_dir=run_dir),
+             run_dir=run_dir)
 if mode == "nan": check_finite(float("nan"), "training loss at step 3", "lower the learning rate")
 f.metric("failed points", 2 if mode == "sweep" else 0, "<= 0", "sweep points whose run failed", fmt="d")
 f.metric("LPIPS", 0.3, "< 0.5", "planted")
@@ -16,11 +18,16 @@ if mode != "nowrite": f.write("planted")
 
 
 def toy_nbs(tmp_path, modes):
-    nbs = tmp_path/'nbs'; nbs.mkdir()
+    nbs = tmp_path/'nbs'
+    nbs.mkdir()
     for i, m in enumerate(modes):
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PARAMS, metadata={'tags': ['parameters']}),
-                                             nbformat.v4.new_code_cell(CODE)],
-                                      metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}})
+        nb = nbformat.v4.new_notebook(
+            cells=[
+                nbformat.v4.new_code_cell(PARAMS, metadata={'tags': ['parameters']}),
+                nbformat.v4.new_code_cell(CODE),
+            ],
+            metadata={'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
+        )
         nbformat.write(nb, nbs/f'{i:02d}_{m}.ipynb')
     return nbs
 

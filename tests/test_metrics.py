@@ -16,7 +16,9 @@ def _sk_ssim(a, b):
 def test_psnr_by_hand():
     g = torch.Generator().manual_seed(0)
     a = torch.rand(3, 3, 16, 24, generator=g) * 0.5
-    b = a.clone(); b[0] += 0.1; b[1, :, :8] += 0.2           # MSE 0.01 and (0.04 on half) = 0.02
+    b = a.clone()
+    b[0] += 0.1
+    b[1, :, :8] += 0.2  # MSE 0.01 and (0.04 on half) = 0.02
     out = psnr(a, b)
     assert out.shape == (3,)
     assert torch.allclose(out[:2], torch.tensor([20.0, 10 * np.log10(1 / 0.02)], dtype=out.dtype), atol=1e-4)
@@ -39,13 +41,16 @@ def test_ssim_matches_skimage():
 
 
 def test_ssim_differentiable():
-    a = torch.rand(2, 3, 20, 20); b = torch.rand(2, 3, 20, 20, requires_grad=True)
+    a = torch.rand(2, 3, 20, 20)
+    b = torch.rand(2, 3, 20, 20, requires_grad=True)
     ssim(a, b).sum().backward()
     assert b.grad is not None and b.grad.abs().sum() > 0
 
 
 def test_lpips_published_values():
-    assert (LPIPS_DATA/'ex_ref.png').exists(), f"LPIPS test images missing at {LPIPS_DATA} (shared/ must sit beside the clone)"
+    assert (LPIPS_DATA / 'ex_ref.png').exists(), (
+        f"LPIPS test images missing at {LPIPS_DATA} (shared/ must sit beside the clone)"
+    )
     ref, p0, p1 = (load_image(LPIPS_DATA/f'{n}.png') for n in ('ex_ref', 'ex_p0', 'ex_p1'))
     d = lpips_distance(torch.cat([ref, ref]), torch.cat([p0, p1]))
     assert d.shape == (2,)

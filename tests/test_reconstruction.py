@@ -1,14 +1,32 @@
-"E1.5 reconstruction: adapters, the latent route through the frozen VAE decoder, the conditioning route through diffusers' LTX pipelines, metrics and FVD."
+"""E1.5 reconstruction: adapters, the latent route through the frozen VAE decoder, the conditioning route through
+diffusers' LTX pipelines, metrics and FVD."""
 import warnings
 import numpy as np, pytest, torch
 from foresight.models import load_vlm, load_video_vae
 from foresight.data import moving_digits, resize_frames
 from foresight.extraction import encode_video_vae, decode_video_vae, extract_vision
 from foresight.metrics import psnr, lpips_distance
-from foresight.reconstruction import (make_adapter, n_params, train_latent_route, render_latent_route, latent_route_loss,
-                                      load_ltx_transformer, load_ltx_scheduler, make_pipeline, train_conditioning_route,
-                                      sample_conditioning_route, flow_matching_loss, frame_metrics, temporal_consistency,
-                                      lpips_band, frechet_distance, fvd, fit_grid, resample_grid, _FakeI3D)
+from foresight.reconstruction import (
+    make_adapter,
+    n_params,
+    train_latent_route,
+    render_latent_route,
+    latent_route_loss,
+    load_ltx_transformer,
+    load_ltx_scheduler,
+    make_pipeline,
+    train_conditioning_route,
+    sample_conditioning_route,
+    flow_matching_loss,
+    frame_metrics,
+    temporal_consistency,
+    lpips_band,
+    frechet_distance,
+    fvd,
+    fit_grid,
+    resample_grid,
+    _FakeI3D,
+)
 
 
 @pytest.fixture(scope='module')
@@ -42,7 +60,8 @@ def test_grid_helpers():
 
 
 def test_latent_route_overfits_one_clip_to_the_oracle(vae, clip):
-    "All three loss terms on one real clip: the adapter must learn the clip's own latents and render at the oracle's quality."
+    """All three loss terms on one real clip: the adapter must learn the clip's own latents and render at the oracle's
+    quality."""
     z, frames = clip
     lat = encode_video_vae(vae, frames)[None]
     vid = torch.from_numpy(frames).permute(0, 3, 1, 2)[None].float() / 255
@@ -63,9 +82,19 @@ def test_gradients_reach_the_adapter_through_the_decoder(vae):
     g = torch.Generator().manual_seed(1)
     with torch.no_grad(): vid = decode_video_vae(vae, torch.randn(1, 16, 2, 2, 2, generator=g) * 2)
     z = torch.randn(1, 5, 2, 2, 32, generator=g)
-    start = psnr(render_latent_route(make_adapter('mlp', 32, 16, 32, 2).fit_norm(z), vae, z, (2, 2, 2))[0], vid[0]).mean()
-    ad = train_latent_route(make_adapter('mlp', 32, 16, 32, 2), vae, z, torch.zeros(1, 16, 2, 2, 2), vid, steps=80, lr=3e-2,
-                            batch_size=1, weights=(0.0, 1.0, 0.0))
+    fresh = make_adapter('mlp', 32, 16, 32, 2).fit_norm(z)
+    start = psnr(render_latent_route(fresh, vae, z, (2, 2, 2))[0], vid[0]).mean()
+    ad = train_latent_route(
+        make_adapter('mlp', 32, 16, 32, 2),
+        vae,
+        z,
+        torch.zeros(1, 16, 2, 2, 2),
+        vid,
+        steps=80,
+        lr=3e-2,
+        batch_size=1,
+        weights=(0.0, 1.0, 0.0),
+    )
     assert ad.history[0]['latent'] >= 0 and 'lpips' not in ad.history[0]
     end = psnr(render_latent_route(ad, vae, z, (2, 2, 2))[0], vid[0]).mean()
     assert end > 30 and end > start + 10, (start, end)
@@ -76,7 +105,8 @@ def test_latent_route_loss_parts(vae):
     loss, parts = latent_route_loss(ad, vae, z, lat, vid, 1.0, 1.0, 0.5, lpips_frames=2)
     assert set(parts) == {'latent', 'pixel', 'lpips'}
     assert loss.item() == pytest.approx(parts['latent'] + parts['pixel'] + 0.5 * parts['lpips'], rel=1e-5)
-    loss.backward(); assert all(p.grad is not None for p in ad.parameters())
+    loss.backward()
+    assert all(p.grad is not None for p in ad.parameters())
 
 
 @pytest.mark.parametrize('kind, cls', [('ltx', 'LTXPipeline'), ('condition', 'LTXConditionPipeline')])
@@ -89,8 +119,10 @@ def test_conditioning_route_trains_and_samples_with_the_real_pipeline(vae, kind,
     init = {k: v.clone() for k, v in ad.state_dict().items()}
     ad = train_conditioning_route(ad, tr, z, lat, steps=2, lr=1e-3, batch_size=2, frame_rate=8)
     assert len(ad.history) == 2 and all(np.isfinite(h['loss']) for h in ad.history)
-    assert any(not torch.equal(init[k], v) for k, v in ad.state_dict().items() if k not in ('mu', 'sd'))   # the adapter learned
-    assert all(torch.equal(before[k], v) for k, v in tr.state_dict().items())                              # the transformer stayed frozen
+    assert any(
+        not torch.equal(init[k], v) for k, v in ad.state_dict().items() if k not in ('mu', 'sd')
+    )  # the adapter learned
+    assert all(torch.equal(before[k], v) for k, v in tr.state_dict().items())  # the transformer stayed frozen
     pipe = make_pipeline(kind, vae, tr, load_ltx_scheduler('tiny', kind))
     assert type(pipe).__name__ == cls and type(pipe).__module__.startswith('diffusers.pipelines.ltx')
     with warnings.catch_warnings():
@@ -105,20 +137,31 @@ def test_conditioning_route_trains_and_samples_with_the_real_pipeline(vae, kind,
 def test_conditioning_needs_matching_width(vae):
     tr = load_ltx_transformer('tiny', 16, 48)
     with pytest.raises(ValueError, match='caption_channels=48'):
-        train_conditioning_route(make_adapter('mlp', 96, 32, n_tokens=128), tr, torch.randn(1, 5, 4, 4, 96), torch.randn(1, 16, 2, 2, 2), steps=1)
+        train_conditioning_route(
+            make_adapter('mlp', 96, 32, n_tokens=128), tr, torch.randn(1, 5, 4, 4, 96), torch.randn(1, 16, 2, 2, 2),
+            steps=1
+        )
     with pytest.raises(ValueError, match='sequence adapter'):
-        train_conditioning_route(make_adapter('mlp', 96, 48), tr, torch.randn(1, 5, 4, 4, 96), torch.randn(1, 16, 2, 2, 2), steps=1)
+        train_conditioning_route(
+            make_adapter('mlp', 96, 48), tr, torch.randn(1, 5, 4, 4, 96), torch.randn(1, 16, 2, 2, 2), steps=1
+        )
 
 def test_flow_matching_target_is_the_velocity():
     "A transformer that outputs exactly noise − x₀ has zero loss: the objective matches the scheduler's Euler step."
     class Oracle(torch.nn.Module):
         config = type('C', (), dict(patch_size=1, patch_size_t=1))()
-        def __init__(self): super().__init__(); self.w = torch.nn.Parameter(torch.zeros(1)); self.target = None
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.target = None
         def forward(self, hidden_states, timestep, **kw): return (self.target,)
     from diffusers import LTXPipeline
-    x0 = torch.randn(2, 4, 2, 2, 2); g = torch.Generator().manual_seed(0)
-    sigma = torch.sigmoid(torch.randn(2, generator=g)); noise = torch.randn(x0.shape, generator=g)
-    m = Oracle(); m.target = LTXPipeline._pack_latents(noise - x0)
+    x0 = torch.randn(2, 4, 2, 2, 2)
+    g = torch.Generator().manual_seed(0)
+    _sigma = torch.sigmoid(torch.randn(2, generator=g))   # drawn first, as flow_matching_loss draws it
+    noise = torch.randn(x0.shape, generator=g)
+    m = Oracle()
+    m.target = LTXPipeline._pack_latents(noise - x0)
     loss = flow_matching_loss(m, x0, torch.zeros(2, 3, 8), torch.ones(2, 3), generator=torch.Generator().manual_seed(0))
     assert loss.item() == pytest.approx(0, abs=1e-10)
 
@@ -159,7 +202,9 @@ def test_split_blocks_keep_twins_together_and_counts_and_rating_sheet(tmp_path):
     assert count_objects(fr) == 3
     v = torch.from_numpy(np.stack([fr] * 3)).permute(0, 3, 1, 2)[None].float() / 255
     assert count_agreement(v, v)[0] == 1.0 and count_agreement(v * 0 + 0.12, v)[0] == 0.0
-    page = human_eval_sheet(tmp_path/'s.html', v[0:1].repeat(2, 1, 1, 1, 1), v[0:1].repeat(2, 1, 1, 1, 1), ['a', 'b']).read_text()
+    page = human_eval_sheet(
+        tmp_path / 's.html', v[0:1].repeat(2, 1, 1, 1, 1), v[0:1].repeat(2, 1, 1, 1, 1), ['a', 'b']
+    ).read_text()
     assert page.count('<div class="clip"') == 2 and 'ratings.json' in page
 
 
@@ -177,14 +222,17 @@ d = torch.load(out + '/data.pt')
 z = LatentCache(out + '/cache').reader(max_open=1)         # the VLM latents streamed from the cache, batch by batch
 vae = load_video_vae('tiny', device='cpu', dtype='float32').requires_grad_(False)
 torch.manual_seed(0)
-a = train_latent_route(make_adapter('query', 32, 16, 32, 1), vae, z, d['lat'], d['video'], steps=3, lr=1e-2, batch_size=4,
+a = train_latent_route(make_adapter('query', 32, 16, 32, 1), vae, z, d['lat'], d['video'], steps=3, lr=1e-2,
+batch_size=4,
                        weights=(1.0, 1.0, 0.5), lpips_frames=2, device='cpu')
 tr = load_ltx_transformer('tiny', 16, 32, device='cpu', dtype=torch.float32)
 torch.manual_seed(0)
-c = train_conditioning_route(make_adapter('mlp', 32, 32, 32, 2, n_tokens=8), tr, z, d['lat'], steps=3, lr=1e-2, batch_size=4,
+c = train_conditioning_route(make_adapter('mlp', 32, 32, 32, 2, n_tokens=8), tr, z, d['lat'], steps=3, lr=1e-2,
+batch_size=4,
                              train_transformer=True, device='cpu')
 if rank == 0:                                               # rank 0 alone writes
-    for name, m in (('latent', a), ('conditioning', c), ('transformer', tr)): save_file(m.state_dict(), f'{out}/{name}.safetensors')
+    for name, m in (('latent', a), ('conditioning', c), ('transformer', tr)): save_file(m.state_dict(),
+    f'{out}/{name}.safetensors')
     json.dump(dict(latent=a.history, conditioning=c.history), open(out + '/history.json', 'w'))
 dist.destroy_process_group()
 '''
@@ -203,26 +251,63 @@ def test_adapter_training_data_parallel_equals_one_process(vae, tmp_path):
     lat = torch.randn(8, 16, 2, 2, 2, generator=g)
     with torch.no_grad(): video = decode_video_vae(vae.float(), lat)
     torch.save(dict(lat=lat, video=video), tmp_path/'data.pt')
-    cache_latents([types.SimpleNamespace(id=f'c{i}') for i in range(8)], lambda c: z[int(c.id[1:])], tmp_path/'cache', shard_size=3, progress=False)
+    cache_latents(
+        [types.SimpleNamespace(id=f'c{i}') for i in range(8)],
+        lambda c: z[int(c.id[1:])],
+        tmp_path / 'cache',
+        shard_size=3,
+        progress=False,
+    )
     (tmp_path/'worker.py').write_text(ADAPTER_DDP_WORKER)
     root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='', PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
-    p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(29600 + os.getpid() % 1000),
-                        str(tmp_path/'worker.py'), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS='1',
+        CUDA_VISIBLE_DEVICES='',
+        PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get('PYTHONPATH')] if p]),
+    )
+    p = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--nproc_per_node',
+            '2',
+            '--master_port',
+            str(29600 + os.getpid() % 1000),
+            str(tmp_path / 'worker.py'),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     torch.manual_seed(0)
     a = train_latent_route(make_adapter('query', 32, 16, 32, 1), vae, z, lat, video, steps=3, lr=1e-2, batch_size=4,
                            weights=(1.0, 1.0, 0.5), lpips_frames=2, device='cpu')
     tr = load_ltx_transformer('tiny', 16, 32, device='cpu', dtype=torch.float32)
     torch.manual_seed(0)
-    c = train_conditioning_route(make_adapter('mlp', 32, 32, 32, 2, n_tokens=8), tr, z, lat, steps=3, lr=1e-2, batch_size=4,
-                                 train_transformer=True, device='cpu')
+    c = train_conditioning_route(
+        make_adapter('mlp', 32, 32, 32, 2, n_tokens=8),
+        tr,
+        z,
+        lat,
+        steps=3,
+        lr=1e-2,
+        batch_size=4,
+        train_transformer=True,
+        device='cpu',
+    )
     hist = json.loads((tmp_path/'history.json').read_text())
     for name, m in (('latent', a), ('conditioning', c), ('transformer', tr)):
         dd = load_file(str(tmp_path/f'{name}.safetensors'))
         for k, v in m.state_dict().items():
-            if k.endswith('in_proj_bias'): continue   # softmax ignores the key bias: its gradient is rounding, scaled up by Adam
-            # the tiny transformer's cross-attention queries/keys get near-zero gradients (near-uniform attention), which
+            if k.endswith('in_proj_bias'):
+                continue   # softmax ignores the key bias: its gradient is rounding, scaled up by Adam
+            # the tiny transformer's cross-attention queries/keys get near-zero gradients (near-uniform attention),
+            # which
             # Adam scales to lr-sized steps: they differ by up to 2e-4 (2 % of lr); every other weight within 4e-5
             tol = 1e-3 if name == 'transformer' and '.attn2.' in k else 5e-5
             torch.testing.assert_close(dd[k], v, atol=tol, rtol=1e-4, msg=f'{name} {k}')

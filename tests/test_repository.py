@@ -11,18 +11,21 @@ OPTIONAL = {'flash_attn': 'the `gpu` extra; imported inside try/except, sdpa oth
 
 def code_of(path: Path) -> str:
     if path.suffix == '.ipynb':
-        return '\n'.join(''.join(c['source']) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code')
+        return '\n'.join(''.join(c['source']) for c in json.loads(path.read_text())['cells']
+                         if c['cell_type'] == 'code')
     return path.read_text(errors='ignore')
 
 
 def sources():
-    pats = ['nbs/**/*.ipynb', 'foresight/*.py', 'tests/*.py', 'tools/*.py', 'scripts/*.py', 'benchmarks/*.py', 'Makefile',
+    pats = ['nbs/**/*.ipynb', 'foresight/*.py', 'tests/*.py', 'tools/*.py', 'scripts/*.py', 'benchmarks/*.py',
+            'Makefile',
             '.ci/run']
     return [p for pat in pats for p in ROOT.glob(pat) ]
 
 
 def test_nothing_reads_a_path_outside_the_repository():
-    "A user's clone has no sibling folders (the development machine's shared folder above all): no source may point there."
+    """A user's clone has no sibling folders (the development machine's shared folder above all): no source may point
+    there."""
     sib = 'sh' + 'ared'     # spelled in two parts, so this file does not match itself
     outside = re.compile(r"\.\.[/\\]" + sib + r"""|['"]\.\.['"]\s*\)?\s*/\s*['"]""" + sib +
                          r"""|\.parent\s*/\s*['"]""" + sib + r"""|parents\[\d\]\s*/\s*['"]\.\.['"]""")
@@ -32,7 +35,8 @@ def test_nothing_reads_a_path_outside_the_repository():
 
 def runtime_closure() -> set:
     "The runtime requirements of settings.ini and everything they pull in, as normalised distribution names."
-    cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(ROOT/'settings.ini')
+    cfg = configparser.ConfigParser(delimiters=['='])
+    cfg.read(ROOT/'settings.ini')
     norm = lambda n: re.sub(r'[-_.]+', '-', n).lower()
     todo = [re.split(r'[<>=!~;\[ ]', r)[0] for r in cfg['DEFAULT']['requirements'].split()]
     seen = set()
@@ -55,7 +59,8 @@ def imported_modules(code: str) -> set:
         except SyntaxError: continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Import): mods |= {a.name.split('.')[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level: mods.add(node.module.split('.')[0])
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                mods.add(node.module.split('.')[0])
     return mods
 
 
@@ -83,7 +88,8 @@ def _import_graph() -> dict:
                 if n.level: names = [parts[0]] if n.module else [a.name for a in n.names]
                 elif parts[0] == 'foresight': names = parts[1:2] or [a.name for a in n.names]
                 else: continue
-            elif isinstance(n, ast.Import): names = [a.name.split('.')[1] for a in n.names if a.name.startswith('foresight.')]
+            elif isinstance(n, ast.Import):
+                names = [a.name.split('.')[1] for a in n.names if a.name.startswith('foresight.')]
             else: continue
             g[m] |= {x for x in names if x in mods and x != m}
     return g
@@ -100,9 +106,8 @@ def _cycles(g: dict) -> set:
                 elif w not in path: stack.append((w, path + [w]))
     return out
 
-# `foresight report` asks E1.6 for the C1 decision and E1.6 reads notebook defaults through cli: the one cycle left
-# (issue 14); any other is a regression.
-KNOWN_CYCLES = {('ablations', 'cli')}
+# None is left: the C1 decision moved to foresight.decisions, which cli and ablations both import (issue 14).
+KNOWN_CYCLES = set()
 
 def test_no_new_import_cycle():
     "Modules import one way (extraction and fastvision share foresight.order instead of importing each other)."

@@ -18,7 +18,8 @@ def test_box_iou_hand_cases(a, b, iou):
     assert box_iou([b], [a]).item() == pytest.approx(iou, abs=1e-6)      # symmetric
 
 def test_box_iou_is_pairwise_and_batched():
-    a = torch.tensor([[0, 0, 1, 1], [0, 0, .5, .5]]); b = torch.tensor([[0, 0, .5, .5], [.5, .5, 1, 1], [0, 0, 1, 1]])
+    a = torch.tensor([[0, 0, 1, 1], [0, 0, .5, .5]])
+    b = torch.tensor([[0, 0, .5, .5], [.5, .5, 1, 1], [0, 0, 1, 1]])
     np.testing.assert_allclose(box_iou(a, b).numpy(), [[.25, .25, 1], [1, 0, .25]], atol=1e-6)
     assert box_iou(torch.rand(4, 2, 4), torch.rand(4, 3, 4)).shape == (4, 2, 3)
     with pytest.raises(ValueError, match='4 coordinates'): box_iou([[0, 0, 1]], [[0, 0, 1, 1]])
@@ -55,16 +56,19 @@ def test_hungarian_with_unequal_counts_and_misses():
     r, c = match_boxes([[.5, .5, .9, .9]], true)
     assert (r.tolist(), c.tolist()) == ([0], [1])
     e = box_errors([[.5, .5, .9, .9]], true)
-    np.testing.assert_allclose(e['iou'], [0, 1, 0]); assert e['matched'].tolist() == [False, True, False]
+    np.testing.assert_allclose(e['iou'], [0, 1, 0])
+    assert e['matched'].tolist() == [False, True, False]
     assert np.isnan(e['centre'][0]) and e['centre'][1] == pytest.approx(0)
 
 def test_box_errors_centre_and_size():
     e = box_errors([[.1, .1, .3, .5]], [[0, 0, .2, .4]])      # same size, shifted by (0.1, 0.1)
-    assert e['centre'][0] == pytest.approx(math.hypot(.1, .1)); assert e['size'][0] == pytest.approx(0, abs=1e-6)
+    assert e['centre'][0] == pytest.approx(math.hypot(.1, .1))
+    assert e['size'][0] == pytest.approx(0, abs=1e-6)
     e = box_errors([[0, 0, .3, .4]], [[0, 0, .2, .4]])        # width 50 % too large, height right
     assert e['size'][0] == pytest.approx(0.25)
     ev = evaluate_boxes([[[0, 0, 1, 1]], [[0, 0, .5, .5]]], [[[0, 0, 1, 1]], [[0, 0, 1, 1]]])
-    np.testing.assert_allclose(ev['iou'], [1, .25]); assert ev['image'].tolist() == [0, 1]
+    np.testing.assert_allclose(ev['iou'], [1, .25])
+    assert ev['image'].tolist() == [0, 1]
 
 def test_set_loss_is_zero_for_a_permuted_perfect_prediction():
     t = cxcywh_to_xyxy(torch.tensor([[[.3, .3, .2, .2], [.7, .6, .3, .1], [.2, .8, .1, .2]]]))
@@ -81,4 +85,5 @@ def test_spatial_heads_localise_where_mean_pooling_cannot():
 
 def test_heads_reject_wrong_inputs():
     with pytest.raises(ValueError, match='dim=96'): make_head('query', 64)(torch.randn(2, 4, 4, 96))
-    with pytest.raises(ValueError, match='k=2'): train_head(make_head('mlp', 16, 1), torch.randn(4, 2, 2, 16), torch.rand(4, 2, 4), epochs=1)
+    with pytest.raises(ValueError, match='k=2'):
+        train_head(make_head('mlp', 16, 1), torch.randn(4, 2, 2, 16), torch.rand(4, 2, 4), epochs=1)

@@ -20,7 +20,8 @@ def test_wilcoxon_matches_scipy(alt):
     r = wilcoxon(a, b, alt)
     assert r['method'] == 'exact'
     assert np.isclose(r['p'], ss.wilcoxon(a, b, alternative=alt, method='exact').pvalue, rtol=1e-10)
-    t = np.round(rng.normal(0.2, 1, 70), 1); t[:4] = 0            # ties and zeros
+    t = np.round(rng.normal(0.2, 1, 70), 1)
+    t[:4] = 0  # ties and zeros
     r = wilcoxon(t, alternative=alt)
     assert r['method'] == 'asymptotic' and r['n'] == 70 - int((t == 0).sum())
     ref = ss.wilcoxon(t, alternative=alt, method='asymptotic', correction=False, zero_method='wilcox').pvalue
@@ -47,23 +48,28 @@ def test_bootstrap_seeded_vectorised_and_accepts_tensors():
 
 
 def test_bootstrap_bca_close_to_scipy():
-    rng = np.random.default_rng(3); x = rng.lognormal(0, 0.8, 80)
+    rng = np.random.default_rng(3)
+    x = rng.lognormal(0, 0.8, 80)
     ours = bootstrap_ci(x, n_boot=20000)
     ref = ss.bootstrap((x,), np.mean, n_resamples=20000, method='BCa', random_state=0).confidence_interval
     assert abs(ours[0] - ref.low) < 0.03 and abs(ours[1] - ref.high) < 0.03
 
 
 def test_cohens_d_planted():
-    rng = np.random.default_rng(4); base = rng.normal(5, 3, 30000)
+    rng = np.random.default_rng(4)
+    base = rng.normal(5, 3, 30000)
     assert abs(cohens_d(base + rng.normal(0.8, 2.0, 30000), base) - 0.4) < 0.02
 
 
 def test_compare_paired_finds_planted_and_not_null():
     rng = np.random.default_rng(5)
-    a = rng.normal(0, 1, 40); r = compare_paired(a - 0.6 + rng.normal(0, 0.5, 40), a)
+    a = rng.normal(0, 1, 40)
+    r = compare_paired(a - 0.6 + rng.normal(0, 0.5, 40), a)
     assert r['significant'] and r['level_reached'] == 'primary' and r['ci'][1] < 0 and r['verdict'].startswith('a < b')
     assert r['alpha'] == P_PRIMARY and compare_paired(a + 1, a, primary=False)['alpha'] == P_SECONDARY
-    fp = np.mean([compare_paired(rng.normal(0, 1, 25), rng.normal(0, 1, 25), n_boot=100)['significant'] for _ in range(300)])
+    fp = np.mean(
+        [compare_paired(rng.normal(0, 1, 25), rng.normal(0, 1, 25), n_boot=100)['significant'] for _ in range(300)]
+    )
     assert fp <= 0.03
 
 
@@ -74,7 +80,8 @@ def test_bad_input():
 
 
 def test_small_samples_say_wilcoxon_cannot_reach_primary():
-    rng = np.random.default_rng(6); a = rng.normal(0, 1, 5)
+    rng = np.random.default_rng(6)
+    a = rng.normal(0, 1, 5)
     r = compare_paired(a + 3 + 0.1 * np.arange(5), a)
     assert r['p_t'] < P_PRIMARY and r['p_wilcoxon'] == 0.0625 and not r['significant']
     assert 'cannot go below p = 0.062' in r['verdict']

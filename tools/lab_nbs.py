@@ -8,7 +8,8 @@ Every notebook gets the form JupyterLab writes back, so that opening and saving 
 the project's kernel (`foresight`, which `make kernel` installs into .venv) as its kernelspec, the
 `language_info` that kernel reports (JupyterLab writes it on opening and marks the notebook modified when it
 differs; it holds the Python version, so run this script with the project's Python: .venv/bin/python), and
-nbformat's JSON layout (what `nbdev_clean` writes too; settings.ini keeps `language_info`). Experiment notebooks (those with a cell tagged
+nbformat's JSON layout (what `nbdev_clean` writes too; settings.ini keeps `language_info`). Experiment notebooks (those
+with a cell tagged
 `parameters`) also get:
 - no `matplotlib.use('Agg')`: figures show inline in JupyterLab (Agg is chosen by MPLBACKEND where no display exists);
 - a "## Parameters" heading before the parameters cell, saying how to change a value and re-run;
@@ -19,13 +20,15 @@ nbformat's JSON layout (what `nbdev_clean` writes too; settings.ini keeps `langu
 import sys, re, json, hashlib
 from pathlib import Path
 
-KERNEL = 'foresight'   # `make kernel`; nbdev_clean sets display_name to the name, so the kernel is installed that way too
+# `make kernel`; nbdev_clean sets display_name to the name, so the kernel is installed that way too
+KERNEL = 'foresight'
 KERNELSPEC = dict(display_name=KERNEL, language='python', name=KERNEL)
 try:
     from ipykernel.ipkernel import IPythonKernel
     LANGUAGE_INFO = dict(IPythonKernel.language_info)      # what the kernel reports, so what JupyterLab writes
 except ImportError:
-    LANGUAGE_INFO = dict(codemirror_mode=dict(name='ipython', version=3), file_extension='.py', mimetype='text/x-python',
+    LANGUAGE_INFO = dict(codemirror_mode=dict(name='ipython', version=3), file_extension='.py',
+                         mimetype='text/x-python',
                          name='python', nbconvert_exporter='python', pygments_lexer='ipython3',
                          version='.'.join(map(str, sys.version_info[:3])))
 HEADING = ("## Parameters\n\nEvery knob of the experiment, with defaults for the tiny preset. To try another value, "
@@ -41,9 +44,12 @@ def drop_agg(s):
     "The cell source without `matplotlib.use('Agg')` (and an `import matplotlib` left with nothing to do)."
     out = []
     for line in s.split('\n'):
-        if not _AGG.search(line): out.append(line); continue
+        if not _AGG.search(line):
+            out.append(line)
+            continue
         parts = [p for p in (q.strip() for q in line.split(';')) if p and not _AGG.fullmatch(p.split('#')[0].strip())]
-        if 'import matplotlib' in parts and any(p.startswith('import matplotlib.') for p in parts): parts.remove('import matplotlib')
+        if 'import matplotlib' in parts and any(p.startswith('import matplotlib.') for p in parts):
+            parts.remove('import matplotlib')
         if parts: out.append(re.match(r'\s*', line)[0] + '; '.join(parts))
     return '\n'.join(out)
 

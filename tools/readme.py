@@ -16,7 +16,8 @@ def render(nb_path='nbs/index.ipynb') -> str:
             lines = [l for l in src.splitlines() if not l.startswith('#|')]
             out.append('```python\n' + '\n'.join(lines) + '\n```')
         elif c['cell_type'] == 'markdown': out.append(src)
-    return '<!-- generated from nbs/index.ipynb by tools/readme.py: edit the notebook, not this file -->\n\n' + '\n\n'.join(out) + '\n'
+    head = '<!-- generated from nbs/index.ipynb by tools/readme.py: edit the notebook, not this file -->\n\n'
+    return head + '\n\n'.join(out) + '\n'
 
 if __name__ == '__main__':
     root = Path(__file__).resolve().parents[1]

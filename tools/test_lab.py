@@ -8,7 +8,7 @@ below: no error, and a new run folder with the new value. A planted notebook (an
 proves that the checks can fail. Screenshots and the server's log go to the output folder (default
 reports/test-lab/); runs go to its reports/ (FORESIGHT_REPORTS); autosave is off, so the notebooks are not written.
 """
-import argparse, json, os, re, secrets, socket, subprocess, sys, time, urllib.request
+import argparse, json, os, re, secrets, socket, subprocess, time, urllib.request
 from pathlib import Path
 from playwright.sync_api import sync_playwright
 
@@ -20,7 +20,8 @@ def log(*a): print(f'[test-lab {time.strftime("%H:%M:%S")}]', *a, flush=True)
 
 def free_port():
     with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 def lab_settings(d: Path):
     "User settings for the test's JupyterLab: no autosave (notebooks run in place), every cell rendered, no news."
@@ -28,7 +29,8 @@ def lab_settings(d: Path):
                           'notebook-extension/tracker': dict(windowingMode='none'),
                           'apputils-extension/notification': dict(fetchNews='false', checkForUpdates=False)}.items():
         p = d/'@jupyterlab'/(plugin + '.jupyterlab-settings')
-        p.parent.mkdir(parents=True, exist_ok=True); p.write_text(json.dumps(value))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(value))
 
 class Lab:
     "JupyterLab started by tools/lab.sh, as `make lab` starts it, on a free port with a random token."
@@ -37,15 +39,19 @@ class Lab:
         lab_settings(out/'lab-settings')
         env = dict(os.environ, VENV=venv, FORESIGHT_REPORTS=str(out/'reports'))
         self.logf = open(out/'jupyter.log', 'w')
-        self.proc = subprocess.Popen([str(ROOT/'tools/lab.sh'), '--no-browser', f'--port={self.port}', '--ServerApp.ip=127.0.0.1',
-                                      f'--IdentityProvider.token={self.token}', f'--LabApp.user_settings_dir={out/"lab-settings"}',
+        self.proc = subprocess.Popen([str(ROOT/'tools/lab.sh'), '--no-browser', f'--port={self.port}',
+                                      '--ServerApp.ip=127.0.0.1',
+                                      f'--IdentityProvider.token={self.token}',
+                                      f'--LabApp.user_settings_dir={out/"lab-settings"}',
                                       f'--LabApp.workspaces_dir={out/"workspaces"}'], cwd=ROOT, env=env,
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         self.base = f'http://127.0.0.1:{self.port}'
         for _ in range(240):
-            if self.proc.poll() is not None: raise SystemExit(f'JupyterLab exited ({self.proc.returncode}): see {out/"jupyter.log"}')
+            if self.proc.poll() is not None:
+                raise SystemExit(f'JupyterLab exited ({self.proc.returncode}): see {out/"jupyter.log"}')
             try:
-                self.api('status'); return
+                self.api('status')
+                return
             except OSError: time.sleep(0.5)
         raise SystemExit('JupyterLab did not answer within 2 minutes')
 
@@ -83,7 +89,8 @@ def outputs(page):
         const q = s => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) ' + s));
         const err = q('[data-mime-type="{STDERR}"]').map(e => e.innerText);
         const tb = t => t.includes('Traceback (most recent call last)');     // JupyterLab renders errors as stderr
-        return {{errors: q('[data-mime-type="{ERR}"]').map(e => e.innerText).concat(err.filter(tb)).map(t => t.slice(-400)),
+        return {{errors: q('[data-mime-type="{ERR}"]').map(e => e.innerText).concat(err.filter(tb))
+                         .map(t => t.slice(-400)),
                 stderr: err.filter(t => !tb(t)).map(t => t.slice(0, 300)),
                 images: q('.jp-OutputArea-output img').length, tables: q('.jp-OutputArea-output table').length,
                 widgets: q('.jp-OutputArea-output .jupyter-widgets [class*="progress"]').length}}; }}""")
@@ -94,7 +101,8 @@ def command(page, cmd):
         page.locator('.lm-MenuBar-item', has_text=re.compile(f'^{menu}$')).first.click()
         item = page.locator(f'.lm-Menu-item[data-command="{cmd}"]')
         if item.count():
-            item.first.click(); return
+            item.first.click()
+            return
         page.keyboard.press('Escape')
     raise AssertionError(f'no menu item runs {cmd}')
 
@@ -102,7 +110,8 @@ def shot(page, locator, path):
     if locator is not None and locator.count():
         locator.first.scroll_into_view_if_needed()
         page.wait_for_timeout(300)
-    page.screenshot(path=str(path)); log('screenshot', path)
+    page.screenshot(path=str(path))
+    log('screenshot', path)
 
 def open_nb(browser, lab, nb, out):
     "A fresh page on `nb`: the `foresight` kernel idle, the notebook unmodified; saving it leaves the file as it was."
@@ -116,17 +125,24 @@ def open_nb(browser, lab, nb, out):
     page.wait_for_timeout(3000)         # metadata from the kernel's info reply arrives after it starts
     name = lab.kernel(nb)[0]
     assert name == 'foresight', f'{nb} opened with kernel {name!r}, not the project kernel foresight'
-    assert not page.locator('.jp-Dialog').count(), f'{nb}: a dialog opened: {page.locator(".jp-Dialog").first.inner_text()}'
-    dirty = 'jp-mod-dirty' in (page.locator('.lm-DockPanel .lm-TabBar-tab.jp-mod-current').first.get_attribute('class') or '')
+    dialog = page.locator('.jp-Dialog')
+    assert not dialog.count(), f'{nb}: a dialog opened: {dialog.first.inner_text()}'
+    dirty = 'jp-mod-dirty' in (page.locator('.lm-DockPanel .lm-TabBar-tab.jp-mod-current').first.get_attribute('class')
+                               or '')
     page.locator('.jp-NotebookPanel .jp-Cell').first.click()
-    page.keyboard.press('Escape'); page.keyboard.press('Control+s')
+    page.keyboard.press('Escape')
+    page.keyboard.press('Control+s')
     mtime = (ROOT/nb).stat().st_mtime
     for _ in range(50):
         page.wait_for_timeout(200)
-        if 'jp-mod-dirty' not in (page.locator('.lm-DockPanel .lm-TabBar-tab.jp-mod-current').first.get_attribute('class') or ''): break
+        tab = page.locator('.lm-DockPanel .lm-TabBar-tab.jp-mod-current').first
+        if 'jp-mod-dirty' not in (tab.get_attribute('class') or ''):
+            break
     page.wait_for_timeout(1000)
     saved = (ROOT/nb).read_bytes()
-    if saved != before: (out/(Path(nb).stem + '.saved.ipynb')).write_bytes(saved); (ROOT/nb).write_bytes(before)
+    if saved != before:
+        (out/(Path(nb).stem + '.saved.ipynb')).write_bytes(saved)
+        (ROOT/nb).write_bytes(before)
     return page, dirty, saved == before, (ROOT/nb).stat().st_mtime != mtime
 
 def run_all(page, lab, nb, timeout):
@@ -139,12 +155,15 @@ def planted(browser, lab, out):
     rel = out.relative_to(ROOT)/'planted.ipynb'
     cells = ["from foresight.findings import Findings\nimport matplotlib.pyplot as plt, tempfile\n"
              "f = Findings('planted', 'Planted', 'Seen?', {}, run_dir=tempfile.mkdtemp())\n"
-             "fig, ax = plt.subplots(); ax.plot([0, 1]); f.figure(fig, 'line', 'A line.')\nf.table([dict(a=1)], 'tab', 'A table.')",
-             "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass",      # a widget with ipywidgets, else a TqdmWarning
+             "fig, ax = plt.subplots(); ax.plot([0, 1]); f.figure(fig, 'line', 'A line.')\nf.table([dict(a=1)], 'tab', "
+             "'A table.')",
+             # a widget with ipywidgets, else a TqdmWarning
+             "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass",
              "import sys; print('planted warning', file=sys.stderr)", "1 / 0"]
     nb = dict(cells=[dict(cell_type='code', execution_count=None, id=f'c{i}', metadata={}, outputs=[], source=s)
                      for i, s in enumerate(cells)],
-              metadata=dict(kernelspec=dict(display_name='foresight', language='python', name='foresight')), nbformat=4, nbformat_minor=5)
+              metadata=dict(kernelspec=dict(display_name='foresight', language='python', name='foresight')), nbformat=4,
+              nbformat_minor=5)
     (ROOT/rel).write_text(json.dumps(nb))
     page, *_ = open_nb(browser, lab, str(rel), out)
     run_all(page, lab, str(rel), 120)
@@ -168,7 +187,8 @@ def check_notebook(browser, lab, nb, out, timeout):
     shot(page, None, out/f'{stem}_opened.png')
     runs0 = results(out)
     rep['run_all_s'] = round(run_all(page, lab, nb, timeout), 1)
-    o = outputs(page); rep.update(images=o['images'], tables=o['tables'], widgets=o['widgets'], stderr=o['stderr'])
+    o = outputs(page)
+    rep.update(images=o['images'], tables=o['tables'], widgets=o['widgets'], stderr=o['stderr'])
     log(nb, json.dumps(rep))
     shot(page, page.locator('.jp-OutputArea-output img'), out/f'{stem}_figure.png')
     shot(page, page.locator('.jp-OutputArea-output table'), out/f'{stem}_table.png')
@@ -180,21 +200,28 @@ def check_notebook(browser, lab, nb, out, timeout):
     # A changed value: the parameters cell, its check, then the cells below (a new run folder)
     cell = page.locator('.jp-CodeCell', has=page.locator('.cm-content', has_text='run_dir = ""')).first
     cell.locator('.cm-content').click()
-    page.keyboard.press('Control+End'); page.keyboard.press('Enter'); page.keyboard.type('seed = 1')
-    page.keyboard.press('Shift+Enter'); page.wait_for_timeout(500); page.keyboard.press('Shift+Enter')
+    page.keyboard.press('Control+End')
+    page.keyboard.press('Enter')
+    page.keyboard.type('seed = 1')
+    page.keyboard.press('Shift+Enter')
+    page.wait_for_timeout(500)
+    page.keyboard.press('Shift+Enter')
     lab.wait_idle(nb, 120, page)
     o = outputs(page)
     shot(page, cell, out/f'{stem}_rerun_parameters.png')
     assert not o['errors'], f'{nb}: re-running the parameters and their check failed: {o["errors"]}'
     t0 = time.time()
-    command(page, 'notebook:run-all-below'); page.wait_for_timeout(2000); lab.wait_idle(nb, timeout, page)
+    command(page, 'notebook:run-all-below')
+    page.wait_for_timeout(2000)
+    lab.wait_idle(nb, timeout, page)
     rep['rerun_below_s'] = round(time.time() - t0, 1)
     o = outputs(page)
     assert not o['errors'], f'{nb}: the cells below failed after the parameter change: {o["errors"]}'
     new = results(out) - runs1
     assert len(new) == 1, f'{nb}: the re-run wrote {len(new)} new results.json'
     res = json.loads(next(iter(new)).read_text())
-    assert res['params']['seed'] == 1 and res['run'] != json.loads(next(iter(runs1 - runs0)).read_text())['run'], res['params']
+    first = json.loads(next(iter(runs1 - runs0)).read_text())['run']
+    assert res['params']['seed'] == 1 and res['run'] != first, res['params']
     rep['rerun_folder'] = str(next(iter(new)).parent.relative_to(out))
     shot(page, page.locator('.jp-OutputArea-output img').last, out/f'{stem}_rerun_figure.png')
     page.close()
@@ -208,7 +235,8 @@ def main():
     ap.add_argument('--timeout', type=int, default=600, help='seconds allowed for Run All of one notebook')
     ap.add_argument('notebooks', nargs='*', default=NOTEBOOKS)
     a = ap.parse_args()
-    out = (ROOT/a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
+    out = (ROOT/a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     for p in [*out.glob('*.png'), *out.glob('*.saved.ipynb')]: p.unlink()
     t0, before = time.time(), {nb: (ROOT/nb).read_bytes() for nb in a.notebooks}
     lab = Lab(out, a.venv)
