@@ -358,7 +358,7 @@ def train_latent_route(
     may be a `CachedLatents`, read batch by batch. Under `torchrun` each rank takes its share of every global batch of
     `batch_size` clips and DDP averages the gradients: the same adapter as one process, to float rounding."""
     from tqdm.auto import tqdm
-    from foresight.queries import dist_info
+    from foresight.runtime import dist_info
     rank, world = dist_info()
     device = torch.device(device or next(vae.parameters()).device)
     if not (len(z) == len(latents) == len(video)):
@@ -433,7 +433,7 @@ def train_conditioning_route(
     `adapter.history`.
     `z` (and `latents`) may be a `CachedLatents`. Under `torchrun`, data-parallel as `train_latent_route`."""
     from tqdm.auto import tqdm
-    from foresight.queries import dist_info
+    from foresight.runtime import dist_info
     rank, world = dist_info()
     if adapter.mode != 'sequence':
         raise ValueError(
