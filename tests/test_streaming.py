@@ -27,7 +27,7 @@ def write_synthetic_cache(cache_dir, clips, seed=0):
     return sum(p.stat().st_size for p in ctx.root.glob('shard-*'))
 
 CHILD = r'''
-import gc, json, resource, sys, torch
+import gc, json, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[4])
 from test_streaming import synthetic_clips
@@ -44,8 +44,11 @@ torch.manual_seed(0)
 q = FuturePredictionQueries.for_model(model, 96, n_out=1, integration='cross_attention')
 clips = synthetic_clips()
 gc.collect()
-# KiB: after imports and the model
-base = int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1])
+status = lambda key: int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1])   # KiB
+# the peak so far belongs to imports and model building (a fresh environment compiles and caches on first import):
+# reset it, so that the peak below is what building the examples and training add
+open('/proc/self/clear_refs', 'w').write('5')
+base = status('VmRSS:')
 d = query_data(model, processor, clips, offsets=(1,), texts='', context=2, cache_dir=sys.argv[1],
                stream=sys.argv[2] == 'stream')
 r = train_queries(q, model, d, None,
@@ -53,7 +56,7 @@ r = train_queries(q, model, d, None,
 total = 0.0   # then every context once, batch by batch, as an epoch of training reads them (4 steps touch too few)
 for i in range(0, len(d), 64):
     total += sum(float(x.double().sum()) for x in d.subset(range(i, min(i + 64, len(d)))).context)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
+peak = status('VmHWM:')   # the peak RSS since the reset
 json.dump(dict(base_mb=base / 1024, peak_mb=peak / 1024, extra_mb=(peak - base) / 1024, streamed=d.streamed,
                loss=r['history'][-1]['train_loss'], total=total), open(sys.argv[3], 'w'))
 '''
