@@ -7,8 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['QWEN_SPECIAL_TOKENS', 'QWEN25_VL_SIZES', 'LTX_VAE_TINY', 'tiny_tokenizer', 'qwen25_vl_config', 'tiny_processor',
-           'attn_implementation', 'ModelUnavailable', 'load_vlm', 'vlm_config', 'load_video_vae', 'default_device',
-           'default_dtype']
+           'attn_implementation', 'ModelUnavailable', 'from_pretrained', 'load_vlm', 'vlm_config', 'load_video_vae',
+           'default_device', 'default_dtype']
 
 # %% ../nbs/lib/models.ipynb #6feea91c
 import os
@@ -104,7 +104,8 @@ def _hub_cache():
     from huggingface_hub.constants import HF_HUB_CACHE
     return HF_HUB_CACHE
 
-def _from_pretrained(cls, name, **kw):
+def from_pretrained(cls, name: str, **kw):
+    "`cls.from_pretrained(name, **kw)`, or a `ModelUnavailable` that names the cache it looked in and the fix."
     try: return cls.from_pretrained(name, **kw)
     except (OSError, ValueError) as e:
         raise ModelUnavailable(
@@ -142,10 +143,10 @@ def load_vlm(name: str = 'tiny', device=None, dtype=None, seed: int = 0, trust_r
         model = model.to(device=device, dtype=dtype).eval()
         model.name_or_path = name
         return model, tiny_processor()
-    model = _from_pretrained(Qwen2_5_VLForConditionalGeneration, name, dtype=dtype,
+    model = from_pretrained(Qwen2_5_VLForConditionalGeneration, name, dtype=dtype,
                              attn_implementation=attn_implementation(),
                              trust_remote_code=trust_remote_code).to(device).eval()
-    proc = _from_pretrained(AutoProcessor, name, trust_remote_code=trust_remote_code)
+    proc = from_pretrained(AutoProcessor, name, trust_remote_code=trust_remote_code)
     model.name_or_path = name
     return model, proc
 
@@ -159,7 +160,7 @@ def vlm_config(name: str = 'tiny'):
             raise ModelUnavailable(f"unknown preset {name!r}: use 'tiny', 'random:3b' or 'random:7b'")
         return qwen25_vl_config(size)
     from transformers import AutoConfig
-    return _from_pretrained(AutoConfig, name)
+    return from_pretrained(AutoConfig, name)
 
 # %% ../nbs/lib/models.ipynb #3fdd44f0
 LTX_VAE_TINY = dict(latent_channels=16, block_out_channels=(8, 16, 32, 32), decoder_block_out_channels=(8, 16, 32, 32),
@@ -182,6 +183,6 @@ def load_video_vae(name: str = 'tiny', device=None, dtype=None, seed: int = 0):
         # diffusers' .to warns even with no fp32 modules to keep
         return torch.nn.Module.to(vae, device=device, dtype=dtype).eval()
     sub = 'vae' if not (Path(name)/'config.json').exists() else None
-    vae = _from_pretrained(AutoencoderKLLTXVideo, name, subfolder=sub, torch_dtype=dtype).to(device).eval()
+    vae = from_pretrained(AutoencoderKLLTXVideo, name, subfolder=sub, torch_dtype=dtype).to(device).eval()
     vae.name_or_path = name
     return vae

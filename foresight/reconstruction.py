@@ -151,16 +151,8 @@ def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #55956b67
-def _pretrained(cls, name: str, **kw):
-    "`cls.from_pretrained(name, **kw)`, or a `ModelUnavailable` that says how to get the checkpoint."
-    from foresight.models import ModelUnavailable
-    try: return cls.from_pretrained(name, **kw)
-    except (OSError, ValueError) as e:
-        raise ModelUnavailable(
-            f"could not load {name!r} ({cls.__name__}): not a local folder and not in the Hugging Face "
-            f"cache, or the Hub is offline. Download it (huggingface-cli download {name}), point to a "
-            f"local copy, or use the 'tiny' preset. Cause: {str(e)[:300]}"
-        ) from e
+from .models import from_pretrained   # the one loader with the clear offline error
+
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #fc5bcdfa
 LTX_SCHEDULER = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
@@ -199,7 +191,7 @@ def load_ltx_transformer(
             m = LTXVideoTransformer3DModel()    # built in place: 2B parameters are slow to initialise on a CPU
     else:
         sub = 'transformer' if not (Path(name)/'config.json').exists() else None
-        m = _pretrained(LTXVideoTransformer3DModel, name, subfolder=sub, torch_dtype=dtype)
+        m = from_pretrained(LTXVideoTransformer3DModel, name, subfolder=sub, torch_dtype=dtype)
     m.name_or_path = name
     return m.to(device=device, dtype=dtype).eval()
 
@@ -211,7 +203,7 @@ def load_ltx_scheduler(name: str = 'tiny', pipeline: str = 'ltx') -> object:
     if name in ('tiny', 'random:ltx'): s = FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER)
     else:
         sub = None if (Path(name)/'scheduler_config.json').exists() else 'scheduler'
-        s = _pretrained(FlowMatchEulerDiscreteScheduler, name, subfolder=sub)
+        s = from_pretrained(FlowMatchEulerDiscreteScheduler, name, subfolder=sub)
     if pipeline == 'condition' and s.config.use_dynamic_shifting:
         s = FlowMatchEulerDiscreteScheduler.from_config(s.config, use_dynamic_shifting=False)
     return s
