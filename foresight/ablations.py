@@ -11,7 +11,8 @@ __all__ = ['ABLATIONS', 'TOY_PARAMS', 'TOY_CODE', 'parse_grid', 'parse_params', 
            'plot_ablations', 'plot_capacity', 'toy_project', 'C1_CRITERIA', 'c1_decision', 'c1_report_lines']
 
 # %% ../nbs/06_e1_6_ablations.ipynb #1ebf5600
-import ast, json, re
+import ast, json
+from .order import QWEN25_VL_SIZES
 from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np
@@ -205,8 +206,11 @@ def recommend(df: pd.DataFrame, tolerance: float = 0.01, select: str = 'select_L
     return out
 
 # %% ../nbs/06_e1_6_ablations.ipynb #38e557f2
-def adapter_params_at(width: int, shape: str = 'query', in_dim: int = 3584, out_dim: int = 128, depth: int = 2) -> int:
-    "Parameters of an E1.5 adapter of `shape` and `width` at full-scale dimensions (counted without allocating)."
+def adapter_params_at(width: int, shape: str = 'query',
+                      in_dim: int = QWEN25_VL_SIZES['7b']['vision']['out_hidden_size'], out_dim: int = 128,
+                      depth: int = 2) -> int:
+    """Parameters of an E1.5 adapter of `shape` and `width` at full-scale dimensions (the 7B's merged tokens into
+    LTX-Video's 128 latent channels), counted without allocating."""
     import torch
     from foresight.reconstruction import make_adapter, n_params
     with torch.device('meta'): return n_params(make_adapter(shape, in_dim, out_dim, width, depth))

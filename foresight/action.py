@@ -11,7 +11,7 @@ __all__ = ['PHRASINGS', 'ACTION_DESCRIPTIONS', 'OPPOSITE_TEMPLATES', 'phrase_act
 
 # %% ../nbs/10_e3_3_action.ipynb #613e75d8
 import numpy as np
-from .data import Clip, ACTION_TEMPLATES, OPPOSITE_ACTIONS
+from .data import ACTION_TEMPLATES, OPPOSITE_ACTIONS
 
 # %% ../nbs/10_e3_3_action.ipynb #e616459d
 PHRASINGS = ('template', 'object', 'description')

@@ -9,8 +9,8 @@ from __future__ import annotations
 __all__ = ['PLAN_TABLES', 'CLIError', 'notebooks', 'resolve_experiment', 'notebook_params', 'parse_value', 'RunFailed',
            'run_name', 'run_experiment', 'notebook_check', 'check_run_params', 'grid_points', 'point_name', 'sweep',
            'load_config', 'config_experiment', 'param_defaults', 'check_values', 'bench_rates', 'run_shape',
-           'run_layers', 'estimate', 'dry_run', 'run_point', 'slurm_parameters', 'parse_gpus', 'visible_gpus',
-           'sweep_parallel', 'collect_runs', 'report', 'success_tables', 'main']
+           'run_layers', 'cache_bytes', 'estimate', 'dry_run', 'run_point', 'slurm_parameters', 'parse_gpus',
+           'visible_gpus', 'sweep_parallel', 'collect_runs', 'report', 'success_tables', 'main']
 
 # %% ../nbs/lib/cli.ipynb #40d5618e
 import os, re, sys, json, shutil, signal, hashlib, argparse, itertools, datetime
@@ -25,7 +25,8 @@ from foresight.findings import (
     closest_names,
 )
 from .decisions import c1_report_lines     # the plans' go/no-go decisions (C1)
-from .layers import parse_layers
+from .layers import Layer, parse_layers
+from .order import PATCH, MERGE, TEMPORAL, UNIT, QWEN25_VL_SIZES, qwen_size
 
 # %% ../nbs/lib/cli.ipynb #7ea4d68d
 class CLIError(Exception):
@@ -367,8 +368,8 @@ def run_shape(exp: str, P: dict) -> dict:
         frames = int(P['context']) + ahead
     else: frames = 1     # an image
     side = _n(P, 'size', 'vlm_size', 'resolution', default=224)
-    side = max(28, round(side / 28) * 28)
-    tokens = max(1, -(-frames // 2)) * (side // 14) ** 2
+    side = max(UNIT, round(side / UNIT) * UNIT)
+    tokens = max(1, -(-frames // TEMPORAL)) * (side // PATCH) ** 2
     return dict(clips=n, frames=frames, side=side, patch_tokens=tokens)
 
 def run_layers(P: dict) -> list:
@@ -378,9 +379,15 @@ def run_layers(P: dict) -> list:
     try: return parse_layers(v if isinstance(v, (list, tuple)) else str(v))
     except ValueError: return []          # check_values reports a bad value; an estimate only reads good ones
 
-def _vlm_width(name) -> int:
-    s = str(name).lower()
-    return 2048 if '3b' in s else (1536 if 'tiny' in s else 3584)
+def cache_bytes(exp: str, P: dict, patch_tokens: int, c3: bool) -> int:
+    """Bytes of bf16 latents one clip caches: every layer it reads (the patch grid before the merge, merged tokens
+    after, LLM states as wide as the LLM), twice for C3 (context and targets). 03 reads both merge points."""
+    s = QWEN25_VL_SIZES[qwen_size(P.get('vlm', '')) or '7b']
+    default = [Layer('pre_merge'), Layer('post_merge')] if exp == 'e1_3_merge' else [Layer('post_merge')]
+    def one(l):
+        if not l.merged: return patch_tokens * s['vision']['hidden_size']
+        return patch_tokens // MERGE ** 2 * (s['text']['hidden_size'] if l.is_llm else s['vision']['out_hidden_size'])
+    return 2 * sum(one(l) for l in run_layers(P) or default) * (2 if c3 else 1)
 
 def estimate(exp: str, P: dict, rates: dict) -> dict:
     "GPU seconds `(fast, plain)` per part, and disk bytes, for a full-size run of `exp` with parameters `P`."
@@ -416,10 +423,7 @@ def estimate(exp: str, P: dict, rates: dict) -> dict:
         if exp == 'e1_5_reconstruction' and 'latent' in _list(P.get('routes', '')):
             k = int(P.get('steps', 0)) * int(P.get('batch_size', 1)) * len(_list(P.get('adapters', 'x')))
             parts['adapter training through the VAE decoder'] = tuple(3 * k * px / r for r in rates['vae_decode'])
-    width = _vlm_width(P.get('vlm', ''))
-    per_clip = (llm_tokens - 32) * width * 2 * (2 if c3 else 1)     # bf16 merged tokens; C3 caches context and targets
-    if any(not l.merged for l in layers): per_clip = tok * 1280 * 2     # the patch grid: pre_merge or a vision block
-    disk = n * per_clip
+    disk = n * cache_bytes(exp, P, tok, c3)
     if 'decoder' in P:
         disk += n * 128 * ((sh['frames'] - 1) // 8 + 1) * (_n(P, 'vae_size', 'resolution', default=256) // 32) ** 2 * 4
     return dict(shape=sh, parts=parts, gpu_s=tuple(sum(v[i] for v in parts.values()) for i in (0, 1)), disk_bytes=disk)

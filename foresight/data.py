@@ -15,12 +15,13 @@ __all__ = ['IMAGE_EXTS', 'VIDEO_EXTS', 'MAX_FRAME_PIXELS', 'MAX_DECODED_PIXELS',
            'folder_refs', 'load_refs', 'vae_frame_count', 'write_video']
 
 # %% ../nbs/lib/data.ipynb #3ae7c16c
-import os, re, json, math, warnings, importlib.util
+import os, re, json, math, importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 from typing import TYPE_CHECKING
+from .order import PATCH, MERGE, UNIT, MIN_PIXELS, MAX_PIXELS   # Qwen's constants, named once
 if TYPE_CHECKING:   # annotations only: torch loads where a function needs it
     import torch
 
@@ -122,7 +123,7 @@ def as_frames(x: ArrayLike, name: str = 'frames', notes: list | None = None) -> 
     return np.ascontiguousarray((f * 255).round().clip(0, 255).astype(np.uint8))
 
 # %% ../nbs/lib/data.ipynb #a4cc3b1f
-def resize_frames(frames: np.ndarray, size: int | tuple | None = None, multiple: int = 28) -> np.ndarray:
+def resize_frames(frames: np.ndarray, size: int | tuple | None = None, multiple: int = UNIT) -> np.ndarray:
     """Resize `(T, H, W, 3)` frames (bicubic, antialiased). `size` is an int (square), `(h, w)`, or
     None: the nearest multiple of `multiple` to each side (at least one multiple)."""
     import torch
@@ -164,12 +165,12 @@ def pixel_budget(processor: object, video: bool = False) -> tuple:
     p = getattr(processor, 'video_processor' if video else 'image_processor', processor)
     size = getattr(p, 'size', None) or {}
     get = (lambda k: size.get(k)) if hasattr(size, 'get') else (lambda k: getattr(size, k, None))
-    lo = getattr(p, 'min_pixels', None) or get('min_pixels') or get('shortest_edge') or 56 * 56
-    hi = getattr(p, 'max_pixels', None) or get('max_pixels') or get('longest_edge') or 28 * 28 * 1280
+    lo = getattr(p, 'min_pixels', None) or get('min_pixels') or get('shortest_edge') or MIN_PIXELS
+    hi = getattr(p, 'max_pixels', None) or get('max_pixels') or get('longest_edge') or MAX_PIXELS
     return int(lo), int(hi)
 
 def smart_size(
-    h: int, w: int, multiple: int = 28, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280
+    h: int, w: int, multiple: int = UNIT, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
 ) -> tuple:
     """The `(h, w)` Qwen2.5-VL's processor resizes an `h×w` image to (its `smart_resize`: sides multiples of
     `multiple`, area in the budget, aspect kept), except that a side below one unit becomes one unit, not
@@ -191,26 +192,27 @@ def smart_size(
 
 def fit_frames(
     frames: ArrayLike, processor: object | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
-    multiple: int = 28,
+    multiple: int = UNIT,
 ) -> np.ndarray:
     "`frames` resized (aspect kept) to the size the processor accepts unchanged: the fix for a size error."
     f = as_frames(frames)
-    lo, hi = pixel_budget(processor, f.shape[0] > 1) if processor is not None else (56 * 56, 28 * 28 * 1280)
+    lo, hi = pixel_budget(processor, f.shape[0] > 1) if processor is not None else (MIN_PIXELS, MAX_PIXELS)
     return resize_frames(f, smart_size(f.shape[1], f.shape[2], multiple, min_pixels or lo, max_pixels or hi), multiple)
 
 def check_frame_size(frames: ArrayLike, processor: object | None = None, min_pixels: int | None = None,
                      max_pixels: int | None = None,
-                     multiple: int = 28, name: str = 'frames') -> np.ndarray:
-    """`frames` if the VLM takes their size as it is (sides multiples of 28, area in the pixel budget), else a
+                     multiple: int = UNIT, name: str = 'frames') -> np.ndarray:
+    """`frames` if the VLM takes their size as it is (sides multiples of `UNIT` = 28, area in the pixel budget), else a
     `VideoError` with the exact resize."""
     f = as_frames(frames, name)
     T, H, W, _ = f.shape
     lo, hi = pixel_budget(processor, T > 1) if processor is not None else (None, None)
     lo, hi = min_pixels or lo, max_pixels or hi
-    fix = lambda: smart_size(H, W, multiple, lo or 56 * 56, hi or 28 * 28 * 1280)
+    fix = lambda: smart_size(H, W, multiple, lo or MIN_PIXELS, hi or MAX_PIXELS)
     if H < multiple or W < multiple:
         raise VideoError(
-            f"{name}: {H}x{W} px is smaller than one {multiple}-px unit (14-px patches merged 2x2); upsample it: "
+            f"{name}: {H}x{W} px is smaller than one {multiple}-px unit ({PATCH}-px patches merged {MERGE}x{MERGE}); "
+            "upsample it: "
             f"resize_frames(frames, {fix()}) or fit_frames(frames, processor)"
         )
     if H % multiple or W % multiple:

@@ -18,26 +18,31 @@ import math, time, json, warnings, functools, hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch
-from .data import as_frames, Clip, VideoError
+from .data import as_frames, Clip, ClipRef, VideoError, center_square, pixel_budget, resize_tensor
 from .runs import atomic_write, safe_name
 
 # %% ../nbs/00_extraction.ipynb #4cc7e86b
 from .order import vision_window_index, units_to_rowmajor, window_to_rowmajor, merge_units
-from .layers import Layer, parse_layer, check_layer
+from .order import PATCH, MERGE, TEMPORAL, UNIT
+from .layers import Layer, parse_layer, check_layer, absolute_layer
 # re-exported: the public API names them here
 _all_ = ['vision_window_index', 'units_to_rowmajor', 'window_to_rowmajor', 'merge_units', 'rank_world']
 
 # %% ../nbs/00_extraction.ipynb #8482e2fb
+def _check_sides(i: int, H: int, W: int):
+    "Frames must hold whole merge units: a clear error instead of the processor's silent resize."
+    if H % UNIT or W % UNIT:
+        raise VideoError(f"clip {i}: {H}x{W} px is not a multiple of {UNIT} ({PATCH}-px patches, {MERGE}x{MERGE} "
+                         "merge); resize with foresight.data.resize_frames(frames, size) first")
+
 def vision_inputs(processor, clips, device=None, dtype=None) -> dict:
     """Pixel patches and `grid_thw` for a list of frame arrays (single images use the image
     processor, videos the video processor; odd frame counts are padded by repeating the last
-    frame, as Qwen does). Sides must be multiples of 28: resize first (`data.resize_frames`)."""
+    frame, as Qwen does). Sides must be multiples of `UNIT` (28): resize first (`data.resize_frames`)."""
     pv, grids = [], []
     for i, f in enumerate(clips):
         T, H, W, _ = f.shape
-        if H % 28 or W % 28:
-            raise VideoError(f"clip {i}: {H}x{W} px is not a multiple of 28 (14-px patches, 2x2 merge); "
-                             f"resize with foresight.data.resize_frames(frames, size) first")
+        _check_sides(i, H, W)
         if T == 1:
             b = processor.image_processor(images=[f[0]], return_tensors='pt')
             k = 'image'
@@ -46,10 +51,10 @@ def vision_inputs(processor, clips, device=None, dtype=None) -> dict:
             k = 'video'
         px = b['pixel_values' if k == 'image' else 'pixel_values_videos']
         g = b[f'{k}_grid_thw']
-        if tuple(g[0, 1:].tolist()) != (H // 14, W // 14):
-            raise VideoError(f"clip {i}: the processor resized {H}x{W} to {g[0,1]*14}x{g[0,2]*14} (outside its pixel "
-                             "budget "
-                             f"min_pixels..max_pixels); resize the frames into the budget first")
+        if tuple(g[0, 1:].tolist()) != (H // PATCH, W // PATCH):
+            raise VideoError(f"clip {i}: the processor resized {H}x{W} to {g[0, 1] * PATCH}x{g[0, 2] * PATCH} "
+                             "(outside its pixel budget min_pixels..max_pixels); resize the frames into the budget "
+                             "first")
         pv.append(px)
         grids.append(g)
     return dict(pixel_values=torch.cat(pv).to(device=device, dtype=dtype), grid_thw=torch.cat(grids).to(device))
@@ -87,7 +92,7 @@ def _block_fn(device, compile=False):
 def extract_vision(model, processor, frames, blocks=(), fast=None, compile=False):
     """Vision latents of `frames` (`(T, H, W, 3) uint8`, or a list of such clips of any sizes, run as
     one batched call): a `VisionLatents` (or a list) with pre-merge, post-merge and the outputs of
-    vision `blocks`, all row-major. `T'` counts temporal patches; `H, W` count 14-px patches.
+    vision `blocks`, all row-major. `T'` counts temporal patches; `H, W` count patches (`PATCH` = 14 px).
     `fast` (default: on CUDA) uses `foresight.fastvision`: GPU patchify and the packed
     tower (same values as the plain call to bf16 rounding; see `benchmarks/extraction.py`); `compile=True`
     adds `torch.compile` of the blocks, worth its warm-up only at dataset scale (`extract_dataset` uses it)."""
@@ -124,13 +129,10 @@ def extract_vision(model, processor, frames, blocks=(), fast=None, compile=False
 def _check_budget(processor, f, i):
     """The size checks `vision_inputs` gets from the processor that applies (the image processor for a
     single frame, the video processor for a clip: their budgets differ), for the fast path that skips it."""
-    from foresight.data import pixel_budget
     T, H, W, _ = f.shape
     kind = 'video' if T > 1 else 'image'
     lo, hi = pixel_budget(processor, video=T > 1)
-    if H % 28 or W % 28:
-        raise VideoError(f"clip {i}: {H}x{W} px is not a multiple of 28 (14-px patches, 2x2 merge); resize with "
-                         "foresight.data.resize_frames(frames, size) first")
+    _check_sides(i, H, W)
     if not lo <= H * W <= hi:
         raise VideoError(f"clip {i}: {H}x{W} = {H * W} px per frame is outside the {kind} processor's pixel budget "
                          f"{lo}..{hi}; "
@@ -146,15 +148,15 @@ class _ReadPatch(torch.nn.Module):
         super().__init__()
         self.width, self.mean, self.std = width, mean, std
     def forward(self, x):
-        v = x.reshape(-1, 3, 2, 14, 14)[:, 0, 0, 7, 7].float()
+        v = x.reshape(-1, 3, TEMPORAL, PATCH, PATCH)[:, 0, 0, PATCH // 2, PATCH // 2].float()
         return ((v * self.std + self.mean) * 255).round()[:, None].expand(-1, self.width)
 
 def painted_frames(T, H, W, offset=0):
-    "Frames whose 14-px patches hold their row-major patch index (per temporal patch) in the red channel."
-    hp, wp = H // 14, W // 14
-    idx = np.arange((T + 1) // 2 * hp * wp).reshape(-1, hp, wp) + offset
+    "Frames whose patches hold their row-major patch index (per temporal patch) in the red channel."
+    hp, wp = H // PATCH, W // PATCH
+    idx = np.arange(-(-T // TEMPORAL) * hp * wp).reshape(-1, hp, wp) + offset
     f = np.zeros((T, H, W, 3), np.uint8)
-    for t in range(T): f[t, ..., 0] = np.kron(idx[t // 2], np.ones((14, 14), int)).astype(np.uint8)
+    for t in range(T): f[t, ..., 0] = np.kron(idx[t // TEMPORAL], np.ones((PATCH, PATCH), int)).astype(np.uint8)
     return f
 
 def order_probe(model, processor):
@@ -635,13 +637,11 @@ def storage_dtype(dtype) -> torch.dtype:
 
 def _square_clip(r, fps, frames):
     "A ref decoded (in a DataLoader worker) to its centre square at the file's own resolution: `(uint8 tensor, fps)`."
-    from foresight.data import ClipRef, center_square
     c = r.load(fps=fps, max_frames=frames) if isinstance(r, ClipRef) else r
     return torch.from_numpy(np.ascontiguousarray(center_square(as_frames(c.frames)[:frames]))), float(c.fps)
 
 def _on_device(items, size, device) -> list:
     "Decoded squares moved to `device` and resized there to `size` (the same resize as `data.resize_frames`)."
-    from foresight.data import resize_tensor
     return [resize_tensor(f.to(device, non_blocking=True), (size, size)) for f, _ in items]
 
 def _pad_to(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -775,7 +775,7 @@ def _square_side(clips, size):
     sides = {(c.frames.shape[-3], c.frames.shape[-2]) for c in clips if isinstance(c, Clip)}
     if len(sides) == 1 and len(clips) and all(isinstance(c, Clip) for c in clips) and len(set(next(iter(sides)))) == 1:
         return next(iter(sides))[0]
-    raise ValueError("latents: pass size= (a multiple of 28): the clips are not all decoded squares of one side "
+    raise ValueError(f"latents: pass size= (a multiple of {UNIT}): the clips are not all decoded squares of one side "
                      f"({sorted(sides)[:3]})")
 
 def latents(model, processor, clips, layer='post_merge', cache_dir=None, size: int | None = None,
@@ -792,7 +792,7 @@ def latents(model, processor, clips, layer='post_merge', cache_dir=None, size: i
     `.stack(ids)` gives one float32 tensor in the order asked for."""
     from foresight.runs import reports_root
     from foresight.findings import is_random_preset
-    layer, clips = check_layer(layer, model), list(clips)
+    layer, clips = absolute_layer(layer, model), list(clips)   # llm:-1 and llm:28 share one cache folder
     side, name = _square_side(clips, size), getattr(model, 'name_or_path', '?')
     p = next(model.parameters())
     dt = storage_dtype(p.dtype if dtype is None else dtype)

@@ -12,18 +12,18 @@ __all__ = ['CLIP_MEAN', 'CLIP_STD', 'patchify', 'patchify_batch', 'segment_group
 # %% ../nbs/lib/fastvision.ipynb #166b6bdb
 import torch, torch.nn.functional as F
 from typing import Callable
-from .order import vision_window_index
+from .order import vision_window_index, PATCH, MERGE, TEMPORAL
 
 # %% ../nbs/lib/fastvision.ipynb #68ffb074
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def patchify(
-    frames: torch.Tensor, patch: int = 14, temporal: int = 2, merge: int = 2, mean: tuple = CLIP_MEAN,
+    frames: torch.Tensor, patch: int = PATCH, temporal: int = TEMPORAL, merge: int = MERGE, mean: tuple = CLIP_MEAN,
     std: tuple = CLIP_STD, dtype: torch.dtype | None = None,
 ) -> tuple:
     """`(T, H, W, 3) uint8` frames (any device) → `(pixel_values (N, 3·temporal·patch²), grid_thw (3,))`
-    exactly as Qwen2-VL's processor lists them (merge-unit order). H and W must be multiples of 28."""
+    exactly as Qwen2-VL's processor lists them (merge-unit order). H and W must be multiples of `patch * merge`."""
     T, H, W, _ = frames.shape
     if H % (patch * merge) or W % (patch * merge):
         raise ValueError(f"frames of {H}x{W} px: sides must be multiples of {patch * merge}; resize first")

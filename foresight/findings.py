@@ -14,10 +14,11 @@ __all__ = ['RANDOM_CONTROLS', 'NonFiniteError', 'check_finite', 'verdict', 'cont
            'parameter_cell_names', 'check_params']
 
 # %% ../nbs/lib/findings.ipynb #0c63fd06
-import os, re, sys, json, time, math, socket, platform, subprocess, tempfile, datetime, warnings, weakref, functools
+import os, re, sys, json, time, math, socket, platform, subprocess, datetime, warnings, weakref, functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+from .order import qwen_size
 
 
 
@@ -83,9 +84,8 @@ def control_model(name: str, seed: int = 0) -> dict:
     n = str(name)
     if n.startswith(('tiny', 'random:')): return dict(name=n, seed=seed + 1)     # already random: another draw
     low = n.lower()
-    for k, v in RANDOM_CONTROLS.items():
-        hit = ('ltx' in low) if k == 'ltx' else any(s in low for s in (f'-{k}', f'_{k}', f'/{k}'))
-        if hit: return dict(name=v, seed=seed)
+    k = qwen_size(n) or ('ltx' if 'ltx' in low else None)
+    if k in RANDOM_CONTROLS: return dict(name=RANDOM_CONTROLS[k], seed=seed)
     raise ValueError(
         f"no random-weights control known for {name!r}: name it explicitly (random:7b, random:3b, random:ltx) "
         "or switch the control off (control=False)"

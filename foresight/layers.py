@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['KINDS', 'Layer', 'parse_layer', 'parse_layers', 'depth', 'check_layer']
+__all__ = ['KINDS', 'Layer', 'parse_layer', 'parse_layers', 'depth', 'check_layer', 'absolute_layer']
 
 # %% ../nbs/lib/layers.ipynb #6dd50dca
 import re
@@ -84,3 +84,10 @@ def check_layer(layer, config) -> Layer:
                else f"vision blocks 0..{n - 1}, pre_merge or post_merge")
         raise IndexError(f"layer={layer} does not exist in this model: it has {rng}")
     return layer
+
+def absolute_layer(layer, config) -> Layer:
+    """`check_layer`'s answer with an LLM index counted from the end made absolute (`llm:-1` is `llm:28` on the 7B):
+    one name for one place, so that a cache key does not recompute the same latents under two names."""
+    layer = check_layer(layer, config)
+    if not layer.is_llm or layer.index >= 0: return layer
+    return Layer('llm', layer.index + depth(getattr(config, 'config', config), layer))

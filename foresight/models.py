@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['QWEN_SPECIAL_TOKENS', 'QWEN25_VL_SIZES', 'LTX_VAE_TINY', 'tiny_tokenizer', 'qwen25_vl_config', 'tiny_processor',
-           'attn_implementation', 'ModelUnavailable', 'from_pretrained', 'load_vlm', 'vlm_config', 'load_video_vae',
-           'default_device', 'default_dtype']
+__all__ = ['QWEN_SPECIAL_TOKENS', 'LTX_VAE_TINY', 'tiny_tokenizer', 'qwen25_vl_config', 'tiny_processor', 'attn_implementation',
+           'ModelUnavailable', 'preset_size', 'from_pretrained', 'load_vlm', 'vlm_config', 'load_video_vae',
+           'QWEN25_VL_SIZES', 'default_device', 'default_dtype']
 
 # %% ../nbs/lib/models.ipynb #6feea91c
 import os
@@ -30,24 +30,8 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 # %% ../nbs/lib/models.ipynb #4580d753
-# Published config values (Qwen2.5-VL-3B/7B-Instruct config.json); used only to build random-weight
-# architectures for speed work, never to pretend to be the checkpoint.
-QWEN25_VL_SIZES = {
-    '3b': dict(vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
-                           window_size=112, fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
-               text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)),
-    '7b': dict(vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                           window_size=112, fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
-               text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                         num_key_value_heads=4, vocab_size=152064)),
-    # Same depth as 7B (32 vision blocks, full attention in 7, 15, 23, 31; 28 LLM layers) so that layer
-    # parameters mean the same thing on the tiny preset; everything else is small.
-    'tiny': dict(vision=dict(depth=32, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=96,
-                             window_size=56, fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
-                 text=dict(hidden_size=96, intermediate_size=192, num_hidden_layers=28, num_attention_heads=4,
-                           num_key_value_heads=2, vocab_size=None)),
-}
+from .order import QWEN25_VL_SIZES, qwen_size, PATCH, MERGE, TEMPORAL, UNIT   # Qwen's constants, named once
+_all_ = ['QWEN25_VL_SIZES']   # re-exported: models.QWEN25_VL_SIZES still works
 
 def qwen25_vl_config(size='tiny', vocab_size=None):
     "A `Qwen2_5_VLConfig` for `size` in `tiny`, `3b`, `7b` (special-token ids follow the tokenizer for tiny)."
@@ -69,7 +53,8 @@ def qwen25_vl_config(size='tiny', vocab_size=None):
         tok_ids = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
                        vision_end_token_id=151653)
     text['rope_parameters'] = dict(rope_type='default', mrope_section=sec, rope_theta=1e6)
-    vision = dict(s['vision'], patch_size=14, spatial_merge_size=2, temporal_patch_size=2, hidden_act='silu')
+    vision = dict(s['vision'], patch_size=PATCH, spatial_merge_size=MERGE, temporal_patch_size=TEMPORAL,
+                  hidden_act='silu')
     return Qwen2_5_VLConfig(vision_config=vision, text_config=dict(text, max_position_embeddings=128000),
                             tie_word_embeddings=tie, **tok_ids)
 
@@ -79,7 +64,8 @@ def tiny_processor(max_pixels=448 * 448):
     from transformers import Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-    kw = dict(min_pixels=28 * 28, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2)
+    kw = dict(min_pixels=UNIT * UNIT, max_pixels=max_pixels, patch_size=PATCH, merge_size=MERGE,
+              temporal_patch_size=TEMPORAL)
     vp = Qwen2VLVideoProcessor(**kw, do_sample_frames=False)
     if hasattr(vp, 'cap_pixels_per_frame'): vp.cap_pixels_per_frame = False
     return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**kw), tokenizer=tiny_tokenizer(),
@@ -99,6 +85,14 @@ def attn_implementation():
 
 class ModelUnavailable(RuntimeError):
     "A named model could not be loaded (offline and not cached, or a bad path)."
+
+def preset_size(name: str) -> str | None:
+    """The `QWEN25_VL_SIZES` key of a preset (`'tiny'`, `'random:3b'`, `'random:7b'`), None for a checkpoint; an
+    unknown preset is a `ModelUnavailable` that lists the presets."""
+    if name != 'tiny' and not str(name).startswith('random:'): return None
+    if qwen_size(name) is None:
+        raise ModelUnavailable(f"unknown preset {name!r}: use 'tiny', 'random:3b' or 'random:7b'")
+    return qwen_size(name)
 
 def _hub_cache():
     from huggingface_hub.constants import HF_HUB_CACHE
@@ -122,10 +116,8 @@ def load_vlm(name: str = 'tiny', device=None, dtype=None, seed: int = 0, trust_r
     from transformers import Qwen2_5_VLForConditionalGeneration, AutoProcessor
     device = default_device(device)
     dtype = default_dtype(device, dtype)
-    if name == 'tiny' or name.startswith('random:'):
-        size = 'tiny' if name == 'tiny' else name.split(':', 1)[1]
-        if size not in QWEN25_VL_SIZES:
-            raise ModelUnavailable(f"unknown preset {name!r}: use 'tiny', 'random:3b' or 'random:7b'")
+    size = preset_size(name)
+    if size:
         cfg = qwen25_vl_config(size)
         if size != 'tiny':   # random full-size weights come with the tiny processor: use its special-token ids
             ids = dict(zip(QWEN_SPECIAL_TOKENS, range(256, 256 + len(QWEN_SPECIAL_TOKENS))))
@@ -154,10 +146,8 @@ def load_vlm(name: str = 'tiny', device=None, dtype=None, seed: int = 0, trust_r
 def vlm_config(name: str = 'tiny'):
     """The `Qwen2_5_VLConfig` that `load_vlm(name)` builds or loads, without the weights: presets build it
     in code; a hub id or local path reads its `config.json` (from the cache when offline)."""
-    if name == 'tiny' or name.startswith('random:'):
-        size = 'tiny' if name == 'tiny' else name.split(':', 1)[1]
-        if size not in QWEN25_VL_SIZES:
-            raise ModelUnavailable(f"unknown preset {name!r}: use 'tiny', 'random:3b' or 'random:7b'")
+    size = preset_size(name)
+    if size:
         return qwen25_vl_config(size)
     from transformers import AutoConfig
     return from_pretrained(AutoConfig, name)

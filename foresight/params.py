@@ -13,6 +13,7 @@ __all__ = ['ParamError', 'Spec', 'Int', 'Float', 'Bool', 'Str', 'Choice', 'Ints'
 import difflib, math, re
 from typing import Any, Iterable, NoReturn
 from .layers import check_layer, parse_layer, parse_layers
+from .order import qwen_size
 
 # %% ../nbs/lib/params.ipynb #0f9d1e0c
 class ParamError(ValueError):
@@ -157,9 +158,8 @@ def _depth_config(vlm: str):
     from foresight.models import vlm_config, ModelUnavailable
     try: return vlm_config(vlm)
     except ModelUnavailable:
-        low = str(vlm).lower()
-        size = next((s for s in ('7b', '3b') if any(f'{c}{s}' in low for c in '-_/')), None)
-        return vlm_config(f'random:{size}') if size else None
+        size = qwen_size(vlm)
+        return vlm_config(f'random:{size}') if size in ('7b', '3b') else None
 
 def check_layer_depth(layer: str | tuple, vlm: str, name: str = 'layer') -> str | tuple:
     """`layer` unchanged if the VLM `vlm` has it, else a `ParamError`: a vision block `k` must lie in

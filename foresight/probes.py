@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from .data import Clip, VideoError, shipped_images, shipped_clips, positioned_objects, folder_refs
 from .layers import parse_layer
-from .metrics import as_image_batch, psnr, ssim, lpips_distance
+from .order import PATCH
+from .metrics import psnr, ssim, lpips_distance
 from .stats import bootstrap_ci
 from typing import Callable
 from numpy.typing import ArrayLike
@@ -527,7 +528,7 @@ def fit_probe(
     return hist
 
 # %% ../nbs/02_e1_2_probe.ipynb #89f18444
-def planted_token_data(n_img: int = 150, grid: int = 4, k: int = 48, d: int = 64, patch: int = 14, c: float = 0.3,
+def planted_token_data(n_img: int = 150, grid: int = 4, k: int = 48, d: int = 64, patch: int = PATCH, c: float = 0.3,
                        sigma: float = 0.1, seed: int = 0) -> tuple:
     """`(z, x, expected_mse)`: latents that are a known linear function of each token's patch plus noise, and the best
     achievable MSE."""
@@ -693,7 +694,7 @@ def train_and_evaluate(
     score it on the held-out images: `{probe, history, recon, metrics, baseline, ridge_lambda, seconds}`.
     `z` is a tensor or a `CachedLatents` (`LatentCache(root).reader(ids)`, read batch by batch): the same probe either
     way."""
-    from foresight.models import default_device
+    from foresight.runtime import default_device
     dev = default_device(device)
     t0 = time.time()
     tr, te = torch.as_tensor(train_idx), torch.as_tensor(test_idx)

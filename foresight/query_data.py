@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['POOLS', 'CHAT_TURN', 'SPLITS', 'target_layer', 'check_target_layer', 'clip_frames', 'pool_latents', 'context_clips',
-           'frame_clips', 'QueryData', 'text_ids', 'query_data', 'split_future', 'load_clips', 'action_classes']
+__all__ = ['TARGET_POOLS', 'CHAT_TURN', 'SPLITS', 'target_layer', 'check_target_layer', 'clip_frames', 'pool_latents',
+           'context_clips', 'frame_clips', 'QueryData', 'text_ids', 'query_data', 'split_future', 'load_clips',
+           'action_classes']
 
 # %% ../nbs/lib/query_data.ipynb #51b208f9
 import contextlib, functools, tempfile
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np, torch
 from .data import as_frames, Clip, VideoError
 from .extraction import LatentCache, latents
-from .runtime import dist_info
+from .runtime import dist_info, barrier
 from .layers import Layer, parse_layer
 
 from typing import TYPE_CHECKING
@@ -42,7 +43,7 @@ def check_target_layer(layer: str | int | Layer, vlm: str) -> str:
     return layer
 
 # %% ../nbs/lib/query_data.ipynb #4ba7e3e4
-POOLS = ('space', 'all', 'none')
+TARGET_POOLS = ('space', 'all', 'none')
 
 def clip_frames(clip: Clip | np.ndarray, context: int | None = None) -> tuple:
     """`(context_frames, future_frames)` of a clip: action-world clips keep the future in
@@ -66,7 +67,7 @@ def pool_latents(z: torch.Tensor, pool: str = 'space') -> torch.Tensor:
     if pool == 'space': return z.mean((1, 2))
     if pool == 'all': return z.mean((0, 1, 2))[None]
     if pool == 'none': return z.reshape(-1, z.shape[-1])
-    raise ValueError(f"pool={pool!r}: use one of {POOLS}")
+    raise ValueError(f"pool={pool!r}: use one of {TARGET_POOLS}")
 
 # %% ../nbs/lib/query_data.ipynb #c1c1afd5
 def _split_checked(clip, context, offsets) -> tuple:
@@ -93,11 +94,6 @@ def frame_clips(clips: list, offsets: tuple, context: int | None = None) -> list
     return out
 
 # %% ../nbs/lib/query_data.ipynb #b2cdf534
-def _barrier():
-    "Wait for every rank (a no-op outside `torch.distributed`)."
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1: dist.barrier()
-
 def _every_rank_latents(model, processor, clips, layer, cache_dir, progress: bool = False,
                         shared: bool = True) -> LatentCache:
     """`extraction.latents` of `clips` at `layer`, every clip in every process. With a `shared` cache folder rank 0
@@ -111,7 +107,7 @@ def _every_rank_latents(model, processor, clips, layer, cache_dir, progress: boo
     if rank == 0:
         try: cache = run()
         except Exception as e: error = e
-    _barrier()
+    barrier()
     if error is not None: raise error
     return run() if rank != 0 else cache
 
@@ -217,7 +213,7 @@ def query_data(model: torch.nn.Module, processor: ProcessorMixin, clips: list, o
     offsets = tuple(int(o) for o in offsets)
     if not offsets or min(offsets) < 0:
         raise ValueError(f"offsets={offsets}: give frame offsets >= 0 (0 = the last context frame)")
-    if pool not in POOLS: raise ValueError(f"pool={pool!r}: use one of {POOLS}")
+    if pool not in TARGET_POOLS: raise ValueError(f"pool={pool!r}: use one of {TARGET_POOLS}")
     layer, clips = target_layer(layer), list(clips)
     texts = _texts(clips, texts)
     if stream and cache_dir is None:

@@ -15,7 +15,7 @@ __all__ = ['INTEGRATIONS', 'QFORMER_WIDTH', 'LOSSES', 'Sequences', 'video_prompt
 from dataclasses import dataclass
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from .findings import check_finite
-from .query_data import QueryData, query_data
+from .query_data import QueryData
 
 # %% ../nbs/lib/query_model.ipynb #fb68993f
 @dataclass

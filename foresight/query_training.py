@@ -12,7 +12,7 @@ __all__ = ['TrainConfig', 'effective_lr', 'batch_indices', 'WarmupCosine', 'save
 
 # %% ../nbs/lib/query_training.ipynb #4d65e256
 import math, json, time, os, contextlib
-from dataclasses import dataclass, replace, asdict
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 from .findings import atomic_write, check_finite
@@ -65,6 +65,7 @@ def effective_lr(cfg: TrainConfig, queries: torch.nn.Module) -> float:
     W = max(m.query.shape[-1], m.config['d_model'])   # the width the queries read from counts too (12, 13 at 7B)
     return cfg.lr if not cfg.lr_ref_width or W <= cfg.lr_ref_width else cfg.lr * math.sqrt(cfg.lr_ref_width / W)
 
+from .runtime import barrier
 from .runtime import dist_info as dist_info   # re-exported: `from foresight.queries import dist_info` works
 _all_ = ['dist_info']
 
@@ -368,10 +369,6 @@ def _eval_row(queries, model, val: QueryData | None, sub_train: QueryData | None
         row.update(train_cos=ev['mean_cos'], train_cos_c=ev['mean_cos_c'])
     return row
 
-def _barrier():
-    import torch.distributed as dist
-    dist.barrier()
-
 def train_queries(queries: torch.nn.Module, model: torch.nn.Module, train: QueryData, val: QueryData | None = None,
                   cfg: TrainConfig | None = None, memo: ContextMemo | None = None,
                   stop_after: int | None = None) -> dict:
@@ -428,7 +425,7 @@ def train_queries(queries: torch.nn.Module, model: torch.nn.Module, train: Query
         if cfg.ckpt_dir and (step % ckpt_every == 0 or step == cfg.steps) and rank == 0:
             save_checkpoint(cfg.ckpt_dir, step, queries, opt, sched, history, dict(acc=acc, run_id=run_id),
                             cfg.keep_ckpts)
-        if world > 1 and cfg.ckpt_dir: _barrier()
+        if world > 1 and cfg.ckpt_dir: barrier()
         if stop_after is not None and stop_after <= step < cfg.steps:
             interrupted = True
             break

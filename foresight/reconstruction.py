@@ -15,10 +15,11 @@ __all__ = ['ADAPTERS', 'LTX_SCHEDULER', 'grid_coords', 'fourier_features', 'resa
            'order_by_group', 'clip_tensors', 'vlm_clips']
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #ca4e20e8
-import math, json
+import math
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
-from .runtime import one_cpu_thread
+from .runtime import default_device, default_dtype, one_cpu_thread
+from .order import UNIT
 from .probes import latent_rows, latent_stats
 from numpy.typing import ArrayLike
 from typing import TYPE_CHECKING
@@ -171,7 +172,6 @@ def load_ltx_transformer(
     seeded random weights; its own 128 latent and 4096 caption channels) or a hub id / local path (subfolder
     `transformer`)."""
     from diffusers import LTXVideoTransformer3DModel
-    from foresight.models import default_device, default_dtype
     device = default_device(device)
     dtype = default_dtype(device, dtype)
     if name == 'tiny':
@@ -579,7 +579,7 @@ def fvd(real: torch.Tensor, fake: torch.Tensor, i3d_path: str | Path) -> float:
             f"I3D weights not found at {p}: pass the local path of i3d_torchscript.pt (nothing is downloaded), or "
             f"leave i3d empty to skip FVD"
         )
-    det = torch.jit.load(str(p), map_location='cuda' if torch.cuda.is_available() else 'cpu').eval()
+    det = torch.jit.load(str(p), map_location=default_device()).eval()
     return frechet_distance(i3d_features(det, real), i3d_features(det, fake))
 
 # %% ../nbs/05_e1_5_reconstruction.ipynb #2fc48a48
@@ -732,7 +732,7 @@ def load_clips(dataset: str, n: int, frames: int, size: int, seed: int = 0) -> l
             for c in action_world(n, context=frames, future=1, size=size, seed=seed)
         ]
     if dataset == 'shipped':
-        cs = shipped_clips(frames=frames, size=math.ceil(size / 28) * 28)
+        cs = shipped_clips(frames=frames, size=math.ceil(size / UNIT) * UNIT)
         if len(cs) < n:
             raise ValueError(
                 f"dataset 'shipped' has {len(cs)} real clips; ask for at most that many (n_train + n_test), or use a "

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['default_device', 'default_dtype', 'one_cpu_thread', 'dist_info', 'rank_world']
+__all__ = ['default_device', 'default_dtype', 'one_cpu_thread', 'dist_info', 'rank_world', 'barrier']
 
 # %% ../nbs/lib/runtime.ipynb #6625b1ce
 import contextlib, os
@@ -46,3 +46,8 @@ def rank_world() -> tuple:
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
+
+def barrier():
+    "Wait for every rank of an initialised `torch.distributed` group; a no-op for one process."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1: dist.barrier()

@@ -13,7 +13,6 @@ __all__ = ['HEADS', 'cxcywh_to_xyxy', 'xyxy_to_cxcywh', 'box_area', 'box_iou', '
 
 # %% ../nbs/04_e1_4_spatial.ipynb #9b1a0ec4
 import math
-from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from numpy.typing import ArrayLike
@@ -236,7 +235,7 @@ def make_head(kind: str, dim: int, k: int = 1, hidden: int = 128) -> BoxHead:
     return HEADS[kind](dim, k, hidden)
 
 # %% ../nbs/04_e1_4_spatial.ipynb #65d4fc7a
-from .runtime import one_cpu_thread
+from .runtime import default_device, one_cpu_thread
 
 def train_head(
     head: BoxHead,
@@ -255,7 +254,7 @@ def train_head(
         raise ValueError(
             f"the head predicts {head.k} boxes but the targets hold {boxes.shape[1]}: build it with k={boxes.shape[1]}"
         )
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = default_device(device)
     with one_cpu_thread(device): return _train(head, z, boxes, epochs, lr, batch_size, seed, device, progress)
 
 def _train(head, z, boxes, epochs, lr, batch_size, seed, device, progress):

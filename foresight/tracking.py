@@ -10,7 +10,7 @@ __all__ = ['crc32c', 'event_bytes', 'tfrecord', 'EventWriter', 'tensorboard_writ
            'curves_figure', 'log_curves']
 
 # %% ../nbs/lib/tracking.ipynb #b478913a
-import os, sys, time, socket, struct, warnings
+import os, time, socket, struct, warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:   # annotations only

@@ -115,3 +115,15 @@ def test_no_new_import_cycle():
     assert 'order' in g['fastvision'] and 'extraction' not in g['fastvision'] and 'order' in g['extraction']
     assert _cycles(g) - KNOWN_CYCLES == set(), _cycles(g)
     assert _cycles({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == {('a', 'b', 'c')}    # the finder finds a planted cycle
+
+# Modules that name Qwen's constants or parse parameters import without torch: the CLI's `list`, `plan` and
+# `report` answer in a fraction of a second, and `foresight.order` (the constants) may be imported anywhere.
+TORCH_FREE = ('order', 'layers', 'params', 'runs', 'findings', 'data', 'cli', 'decisions')
+
+def test_light_modules_import_without_torch():
+    import subprocess
+    code = ("import sys, importlib\n"
+            f"for m in {TORCH_FREE!r}: importlib.import_module('foresight.' + m)\n"
+            "print(sorted(k for k in sys.modules if k == 'torch' or k.startswith('torch.')))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == '[]', f"importing {TORCH_FREE} loaded torch: {out[:200]}"
