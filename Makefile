@@ -37,6 +37,8 @@ findings: $(STAMP)
 ## The linter (ruff.toml: lines <= 120, no `;` chains, no unused imports), nbdev_test (every notebook's cells), pytest tests/
 test: $(STAMP)
 	$(BIN)/ruff check .
+	@# the exported modules: an import that only a notebook's check cells use belongs in those cells, not in foresight/
+	$(BIN)/ruff check foresight --isolated --select F401
 	$(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest -q tests/
 
