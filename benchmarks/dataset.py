@@ -35,11 +35,12 @@ def flops_per_token(workload: str, tiny: bool) -> float:
     """Matmul FLOPs per patch token: the vision tower's, plus for `llm` the language model's per visual token (4 patches
     each)."""
     from foresight.models import qwen25_vl_config
+    from foresight.order import PATCH
     from benchmarks.extraction import tower_flops_per_token
     cfg = qwen25_vl_config('tiny' if tiny else '7b')
     args, tokens, _ = (TINY if tiny else WORKLOADS)[workload]
     side = int(args[args.index('--size') + 1])
-    f = tower_flops_per_token(cfg.vision_config, (side // 14) ** 2)
+    f = tower_flops_per_token(cfg.vision_config, (side // PATCH) ** 2)
     if workload == 'llm':
         tc, k = cfg.text_config, int(args[args.index('--layer') + 1].split(':')[1])
         kv = 2 * tc.num_key_value_heads * tc.hidden_size // tc.num_attention_heads

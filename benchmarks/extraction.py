@@ -16,6 +16,7 @@ import numpy as np, torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from foresight.models import qwen25_vl_config
+from foresight.order import PATCH, TEMPORAL, UNIT
 from foresight.fastvision import packed_vision_forward, patchify_batch, compiled_block_forward, fast_llm_hidden
 
 GFLOP_PER_TOKEN = None   # computed from the config below
@@ -109,9 +110,9 @@ def bench_vision(args, dev, dtype, res):
     vc = v.config
     cuda = dev.type == 'cuda'
     side_img, side_clip, T_clip = (112, 56, 4) if args.tiny else (448, 224, 16)
-    toks_img = (side_img // 14) ** 2
+    toks_img = (side_img // PATCH) ** 2
     fl_img = tower_flops_per_token(vc, toks_img)
-    fl_clip = tower_flops_per_token(vc, (side_clip // 14) ** 2)
+    fl_clip = tower_flops_per_token(vc, (side_clip // PATCH) ** 2)
     res['flops_per_token_448'] = fl_img
     peak = args.peak_tflops * 1e12
     rows = []
@@ -124,7 +125,7 @@ def bench_vision(args, dev, dtype, res):
               f"MFU {r['mfu']:.1%}", flush=True)
     # correctness: Foresight's path (compiled, fused) vs plain vs float32 reference on a mixed batch
     clips = random_frames(2, 1, side_img, 1) + random_frames(1, T_clip, side_clip, 2) + random_frames(1, 1,
-            side_img - 28 if not args.tiny else 84, 3)
+            side_img - UNIT if not args.tiny else 84, 3)
     pv, g = patchify_batch(clips, dev, dtype)
     with torch.no_grad():
         ref32 = build_tower(size, dev, torch.float32)(pv.float(), grid_thw=g.to(dev))
@@ -224,7 +225,7 @@ def bench_llm(args, dev, dtype, res):
     n_params = sum(p.numel() for n, p in m.model.language_model.named_parameters())
     T, side, text = (4, 56, 20) if args.tiny else (16, 224, 88)
     blk = compiled_block_forward() if dev.type == 'cuda' and not args.no_compile else None
-    merged = (T // 2) * (side // 28) ** 2
+    merged = (T // TEMPORAL) * (side // UNIT) ** 2
     L = merged + text + 2
     rows = []
     for b in ([2] if args.tiny else [8, 16, 32]):
@@ -238,7 +239,8 @@ def bench_llm(args, dev, dtype, res):
                   second_per_grid_ts=sp,
                   output_hidden_states=True, use_cache=False)
         llm_flops = 2 * n_params * L + 4 * tc.num_hidden_layers * L * L * tc.hidden_size
-        vis_flops = tower_flops_per_token(cfg.vision_config, (side // 14) ** 2) * (T // 2) * (side // 14) ** 2
+        vis_tokens = (T // TEMPORAL) * (side // PATCH) ** 2
+        vis_flops = tower_flops_per_token(cfg.vision_config, (side // PATCH) ** 2) * vis_tokens
         fl = b * (llm_flops + vis_flops)
         paths = [('plain model.model() [baseline]', lambda: m.model(**kw))]
         if blk is not None or args.tiny:

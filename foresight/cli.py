@@ -382,7 +382,7 @@ def run_layers(P: dict) -> list:
 def cache_bytes(exp: str, P: dict, patch_tokens: int, c3: bool) -> int:
     """Bytes of bf16 latents one clip caches: every layer it reads (the patch grid before the merge, merged tokens
     after, LLM states as wide as the LLM), twice for C3 (context and targets). 03 reads both merge points."""
-    s = QWEN25_VL_SIZES[qwen_size(P.get('vlm', '')) or '7b']
+    s = QWEN25_VL_SIZES[qwen_size(P.get('vlm', '')) or '7b']     # a name that does not say its size: the 7B's widths
     default = [Layer('pre_merge'), Layer('post_merge')] if exp == 'e1_3_merge' else [Layer('post_merge')]
     def one(l):
         if not l.merged: return patch_tokens * s['vision']['hidden_size']
@@ -399,7 +399,7 @@ def estimate(exp: str, P: dict, rates: dict) -> dict:
     )
     vis = rates['vision_file'] if from_files else (rates['vision_image'] if sh['frames'] == 1 else rates['vision_clip'])
     parts = {'vision tower, every frame once': tuple(n * tok / r for r in vis)}
-    llm_tokens = tok // 4 + 32          # merged visual tokens and a short text
+    llm_tokens = tok // MERGE ** 2 + 32          # merged visual tokens and a short text
     c3 = 'integration' in P or 'integrations' in P
     layers = run_layers(P)
     if c3 or any(l.is_llm for l in layers):

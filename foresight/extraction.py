@@ -24,7 +24,7 @@ from .runs import atomic_write, safe_name
 # %% ../nbs/00_extraction.ipynb #4cc7e86b
 from .order import vision_window_index, units_to_rowmajor, window_to_rowmajor, merge_units
 from .order import PATCH, MERGE, TEMPORAL, UNIT
-from .layers import Layer, parse_layer, check_layer, absolute_layer
+from .layers import Layer, parse_layer, absolute_layer
 # re-exported: the public API names them here
 _all_ = ['vision_window_index', 'units_to_rowmajor', 'window_to_rowmajor', 'merge_units', 'rank_world']
 
@@ -730,7 +730,7 @@ def extract_dataset(model, processor, refs, cache_dir, layer='post_merge', size=
     pooled by `pool` (`none`, per `frame`, per `clip`). Workers decode frames (`fps`, `frames`) and crop the
     centre square; the GPU resizes to `size` and runs a batch in one call; shards are written in the
     background. The manifest records every setting, and a cache made with other settings is refused."""
-    layer = check_layer(layer, model)
+    layer = absolute_layer(layer, model)   # llm:-1 is recorded as llm:28 (7B), as in `latents`
     if pool not in POOLS: raise ValueError(f"pool={pool!r}: use one of {', '.join(POOLS)}")
     dt = storage_dtype(dtype)
     _check_budget(processor, np.empty((frames, size, size, 3), np.uint8), 0)

@@ -90,9 +90,9 @@ def preset_size(name: str) -> str | None:
     """The `QWEN25_VL_SIZES` key of a preset (`'tiny'`, `'random:3b'`, `'random:7b'`), None for a checkpoint; an
     unknown preset is a `ModelUnavailable` that lists the presets."""
     if name != 'tiny' and not str(name).startswith('random:'): return None
-    if qwen_size(name) is None:
-        raise ModelUnavailable(f"unknown preset {name!r}: use 'tiny', 'random:3b' or 'random:7b'")
-    return qwen_size(name)
+    size = qwen_size(name)
+    if size is None: raise ModelUnavailable(f"unknown preset {name!r}: use 'tiny', 'random:3b' or 'random:7b'")
+    return size
 
 def _hub_cache():
     from huggingface_hub.constants import HF_HUB_CACHE

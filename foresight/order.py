@@ -22,8 +22,8 @@ MIN_PIXELS = (2 * UNIT) ** 2      # the processor's default pixel budget per fra
 MAX_PIXELS = UNIT * UNIT * 1280
 
 # %% ../nbs/lib/order.ipynb #24b7d93a
-# Published config values (Qwen2.5-VL-3B/7B-Instruct config.json); used only to build random-weight
-# architectures for speed work, never to pretend to be the checkpoint.
+# Published config values (Qwen2.5-VL-3B/7B-Instruct config.json): they build random-weight architectures for speed
+# work (never to pretend to be the checkpoint) and size estimates made before anything loads (cli, ablations).
 QWEN25_VL_SIZES = {
     '3b': dict(vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
                            window_size=112, fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
