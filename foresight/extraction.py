@@ -18,31 +18,26 @@ import math, time, json, warnings, functools, hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch
-from .data import as_frames, Clip, ClipRef, VideoError, center_square, pixel_budget, resize_tensor
+from .data import as_frames, Clip, ClipRef, VideoError, center_square, check_frame_size, resize_tensor
 from .runs import atomic_write, safe_name
 
 # %% ../nbs/00_extraction.ipynb #4cc7e86b
 from .order import vision_window_index, units_to_rowmajor, window_to_rowmajor, merge_units
-from .order import PATCH, MERGE, TEMPORAL, UNIT
+from .order import PATCH, TEMPORAL, UNIT
 from .layers import Layer, parse_layer, absolute_layer
 # re-exported: the public API names them here
 _all_ = ['vision_window_index', 'units_to_rowmajor', 'window_to_rowmajor', 'merge_units', 'rank_world']
 
 # %% ../nbs/00_extraction.ipynb #8482e2fb
-def _check_sides(i: int, H: int, W: int):
-    "Frames must hold whole merge units: a clear error instead of the processor's silent resize."
-    if H % UNIT or W % UNIT:
-        raise VideoError(f"clip {i}: {H}x{W} px is not a multiple of {UNIT} ({PATCH}-px patches, {MERGE}x{MERGE} "
-                         "merge); resize with foresight.data.resize_frames(frames, size) first")
-
 def vision_inputs(processor, clips, device=None, dtype=None) -> dict:
     """Pixel patches and `grid_thw` for a list of frame arrays (single images use the image
     processor, videos the video processor; odd frame counts are padded by repeating the last
-    frame, as Qwen does). Sides must be multiples of `UNIT` (28): resize first (`data.resize_frames`)."""
+    frame, as Qwen does). Sides must be multiples of `UNIT` (28) and the area inside the processor's pixel budget:
+    `data.check_frame_size` says which resize fixes a clip that is not."""
     pv, grids = [], []
     for i, f in enumerate(clips):
         T, H, W, _ = f.shape
-        _check_sides(i, H, W)
+        check_frame_size(f, processor, name=f'clip {i}')   # a clear error instead of the processor's silent resize
         if T == 1:
             b = processor.image_processor(images=[f[0]], return_tensors='pt')
             k = 'image'
@@ -103,7 +98,7 @@ def extract_vision(model, processor, frames, blocks=(), fast=None, compile=False
     ks = [_block_index(visual, k) for k in blocks]
     if _use_fast(model, fast):
         from foresight.fastvision import patchify_batch, packed_vision_forward
-        for i, c in enumerate(clips): _check_budget(processor, c, i)
+        for i, c in enumerate(clips): check_frame_size(c, processor, name=f'clip {i}')   # the processor is skipped
         pv, g = patchify_batch([torch.from_numpy(c) for c in clips], p.device, p.dtype)
         last, merged, caught = packed_vision_forward(visual, pv, g, blocks=set(ks),
                                                      block_fn=_block_fn(p.device, compile),
@@ -125,18 +120,6 @@ def extract_vision(model, processor, frames, blocks=(), fast=None, compile=False
     res = [VisionLatents(pre[i], post[i], {k: v[i] for k, v in blk.items()}, tuple(g[i].tolist()))
            for i in range(len(clips))]
     return res[0] if single else res
-
-def _check_budget(processor, f, i):
-    """The size checks `vision_inputs` gets from the processor that applies (the image processor for a
-    single frame, the video processor for a clip: their budgets differ), for the fast path that skips it."""
-    T, H, W, _ = f.shape
-    kind = 'video' if T > 1 else 'image'
-    lo, hi = pixel_budget(processor, video=T > 1)
-    _check_sides(i, H, W)
-    if not lo <= H * W <= hi:
-        raise VideoError(f"clip {i}: {H}x{W} = {H * W} px per frame is outside the {kind} processor's pixel budget "
-                         f"{lo}..{hi}; "
-                         f"resize the frames into it first (foresight.data.fit_frames(frames, processor))")
 
 # %% ../nbs/00_extraction.ipynb #0059cb47
 class _Identity(torch.nn.Module):
@@ -733,7 +716,7 @@ def extract_dataset(model, processor, refs, cache_dir, layer='post_merge', size=
     layer = absolute_layer(layer, model)   # llm:-1 is recorded as llm:28 (7B), as in `latents`
     if pool not in POOLS: raise ValueError(f"pool={pool!r}: use one of {', '.join(POOLS)}")
     dt = storage_dtype(dtype)
-    _check_budget(processor, np.empty((frames, size, size, 3), np.uint8), 0)
+    check_frame_size(np.empty((frames, size, size, 3), np.uint8), processor, name=f'{size}x{size} px clips')
     fn = dataset_fn(model, processor, layer, size, batch_size, dt, pool, compile)
     meta = dict(model=getattr(model, 'name_or_path', '?'), layer=str(layer), size=size, frames=frames, fps=fps,
                 dtype=str(dt).removeprefix('torch.'), pool=pool)
